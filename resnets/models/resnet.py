@@ -1,0 +1,263 @@
+"""One generic ResNet: v1, pre-activation (v2), ResNeXt, Wide, SE, ResNet-D and ResNeSt by arguments."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .blocks import BlockOptions, block_class
+from .errors import ModelError
+from .layers import ZeroPadShortcut, conv3x3, projection_shortcut
+
+log = logging.getLogger(__name__)
+
+# Blocks per stage for the ImageNet depths (He et al. 2015, Table 1).
+IMAGENET_LAYERS: dict[int, tuple[str, tuple[int, ...]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+BLOCKS = ("basic", "bottleneck")
+STEMS = ("imagenet", "cifar", "deep", "auto")
+SHORTCUTS = ("A", "B", "C")
+ATTENTIONS = ("none", "se")
+CIFAR_MAX_IMAGE_SIZE = 64
+
+
+def resolve_stem(stem: str, image_size: int | None) -> str:
+    """`auto` picks the 3x3 CIFAR stem for small images, where a 7x7/2 stem and max pool lose too much."""
+    if stem != "auto":
+        return stem
+    chosen = "cifar" if image_size is not None and image_size <= CIFAR_MAX_IMAGE_SIZE else "imagenet"
+    log.info("stem=auto chose the %s stem for %s px images", chosen, image_size or 224)
+    return chosen
+
+
+def stage_layout(depth: int | None, block: str | None, layers: Sequence[int] | None):
+    """Blocks per stage and block type from depth (ImageNet table, or 6n+2 / 9n+2 CIFAR rule)."""
+    if block is not None and block not in BLOCKS:
+        raise ModelError("block", block, BLOCKS)
+    if layers is not None:
+        if not layers or any(int(n) < 1 for n in layers):
+            raise ModelError("layers", list(layers), "a non-empty list of positive block counts")
+        return block or "basic", tuple(int(n) for n in layers)
+    if depth is None:
+        raise ModelError("depth", depth, "an integer depth or an explicit `layers` list")
+    if depth in IMAGENET_LAYERS:
+        table_block, table_layers = IMAGENET_LAYERS[depth]
+        if block not in (None, table_block):
+            raise ModelError(
+                "block", block, f"'{table_block}' for ImageNet depth {depth} (or give `layers`)"
+            )
+        return table_block, table_layers
+    rules = {"basic": (6, "6n+2: 20, 32, 44, 56, 110, 1202"), "bottleneck": (9, "9n+2: 29, 164, 1001")}
+    candidates = [block] if block else ["basic", "bottleneck"]
+    for name in candidates:
+        per, _ = rules[name]
+        if depth > 2 and (depth - 2) % per == 0:
+            return name, ((depth - 2) // per,) * 3
+    accepted = ", ".join(str(d) for d in IMAGENET_LAYERS) + " (ImageNet) or " + "; ".join(
+        rules[name][1] for name in candidates
+    )
+    raise ModelError("depth", depth, accepted + " (CIFAR)")
+
+
+class ResNet(nn.Module):
+    """Generic residual network. Module names follow torchvision so its weights load strictly."""
+
+    def __init__(
+        self,
+        depth: int | None = 50,
+        block: str | None = None,
+        preact: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
+        widen_factor: float = 1,
+        base_width: int | None = None,
+        attention: str = "none",
+        stem: str = "auto",
+        shortcut: str = "B",
+        avg_down: bool = False,
+        stride_in_1x1: bool = False,
+        drop_path: float = 0.0,
+        dropout: float = 0.0,
+        block_dropout: float = 0.0,
+        zero_init_residual: bool = False,
+        num_classes: int = 1000,
+        include_top: bool = True,
+        in_chans: int = 3,
+        out_indices: Sequence[int] | None = None,
+        layers: Sequence[int] | None = None,
+        radix: int = 0,
+        image_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        block, layers = stage_layout(depth, block, layers)
+        _check_choice("stem", stem, STEMS)
+        _check_choice("shortcut", shortcut, SHORTCUTS)
+        _check_choice("attention", attention, ATTENTIONS)
+        for field, value in (("groups", groups), ("width_per_group", width_per_group)):
+            if int(value) < 1:
+                raise ModelError(field, value, "a positive integer")
+        if widen_factor <= 0:
+            raise ModelError("widen_factor", widen_factor, "a positive number")
+        for field, value in (("drop_path", drop_path), ("dropout", dropout)):
+            if not 0.0 <= value < 1.0:
+                raise ModelError(field, value, "a probability in [0, 1)")
+        if radix and (block != "bottleneck" or preact):
+            raise ModelError("radix", radix, "0 unless block is a post-activation bottleneck")
+        if shortcut == "A" and avg_down:
+            raise ModelError("avg_down", avg_down, "false with shortcut A (it has no projection)")
+
+        self.preact = preact
+        self.stem_type = resolve_stem(stem, image_size)
+        num_stages = len(layers)
+        base_width = base_width or (64 if num_stages == 4 else 16)
+        cls = block_class(block, preact, radix)
+        opts = BlockOptions(
+            groups=int(groups),
+            width_per_group=int(width_per_group),
+            attention=attention,
+            stride_in_1x1=stride_in_1x1,
+            dropout=block_dropout,
+            radix=radix,
+        )
+
+        self._build_stem(in_chans, base_width)
+        in_chs = base_width
+        stem_reduction = 1 if self.stem_type == "cifar" else 4
+        self.feature_info = [
+            {"num_chs": base_width, "reduction": stem_reduction, "module": "maxpool"}
+        ]
+        total_blocks, block_index = sum(layers), 0
+        for stage, num_blocks in enumerate(layers):
+            planes = int(base_width * widen_factor * 2**stage)
+            blocks = []
+            for i in range(num_blocks):
+                stride = 2 if stage > 0 and i == 0 else 1
+                out_chs = planes * cls.expansion
+                downsample = self._shortcut(shortcut, in_chs, out_chs, stride, avg_down)
+                rate = drop_path * block_index / max(total_blocks - 1, 1)
+                blocks.append(cls(in_chs, planes, stride, downsample, opts, rate))
+                in_chs, block_index = out_chs, block_index + 1
+            setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
+            self.feature_info.append(
+                {
+                    "num_chs": in_chs,
+                    "reduction": stem_reduction * 2**stage,
+                    "module": f"layer{stage + 1}",
+                }
+            )
+        self.num_stages = num_stages
+        self.num_features = in_chs
+        # Pre-activation nets end with the BN-ReLU that no block applied to the last sum.
+        self.final_norm = nn.BatchNorm2d(in_chs) if preact else None
+        self.out_indices = tuple(out_indices) if out_indices is not None else None
+        if self.out_indices is not None:
+            bad = [i for i in self.out_indices if not 0 <= i <= num_stages]
+            if bad:
+                raise ModelError("out_indices", list(out_indices), f"indices in 0..{num_stages}")
+        self.include_top = include_top and self.out_indices is None
+        if self.include_top:
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+            self.fc = nn.Linear(in_chs, num_classes)
+        self._init_weights(zero_init_residual)
+
+    def _build_stem(self, in_chans: int, width: int) -> None:
+        if self.stem_type == "deep":
+            half = width // 2
+            self.conv1 = nn.Sequential(
+                nn.Conv2d(in_chans, half, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(half),
+                nn.ReLU(inplace=True),
+                conv3x3(half, half),
+                nn.BatchNorm2d(half),
+                nn.ReLU(inplace=True),
+                conv3x3(half, width),
+            )
+        elif self.stem_type == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_chans, width, 3, stride=1, padding=1, bias=False)
+        # A pre-activation CIFAR net's first block normalises the stem output itself.
+        cifar = self.stem_type == "cifar"
+        self.bn1 = None if (cifar and self.preact) else nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.Identity() if cifar else nn.MaxPool2d(3, stride=2, padding=1)
+
+    def _shortcut(
+        self, kind: str, in_chs: int, out_chs: int, stride: int, avg_down: bool
+    ) -> nn.Module | None:
+        changes_shape = stride != 1 or in_chs != out_chs
+        if kind == "A":
+            return ZeroPadShortcut(in_chs, out_chs, stride) if changes_shape else None
+        if kind == "B" and not changes_shape:
+            return None
+        # Pre-activation projections are bare convs: the block already normalised their input.
+        return projection_shortcut(in_chs, out_chs, stride, avg_down, with_norm=not self.preact)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            # Each residual branch starts as zero, so every block starts as the identity.
+            for m in self.modules():
+                norm = m.last_norm() if hasattr(m, "last_norm") else None
+                if norm is not None:
+                    nn.init.zeros_(norm.weight)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        if self.bn1 is not None:
+            x = self.relu(self.bn1(x))
+        return self.maxpool(x)
+
+    def stages(self) -> list[nn.Module]:
+        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.final_norm(x)) if self.final_norm is not None else x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, before pooling."""
+        x = self.stem(x)
+        for stage in self.stages():
+            x = stage(x)
+        return self._finish(x)
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at `out_indices` (0 = stem, 1..4 = layer1..layer4, i.e. C2..C5)."""
+        wanted = self.out_indices or tuple(range(1, self.num_stages + 1))
+        x = self.stem(x)
+        outputs = [x] if 0 in wanted else []
+        for i, stage in enumerate(self.stages(), start=1):
+            x = stage(x)
+            if i == self.num_stages:
+                x = self._finish(x)
+            if i in wanted:
+                outputs.append(x)
+        return outputs
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.out_indices is not None:
+            return self.forward_intermediates(x)
+        x = self.forward_features(x)
+        return self.forward_head(x) if self.include_top else x
+
+
+def _check_choice(field: str, value: object, accepted: Sequence[str]) -> None:
+    if value not in accepted:
+        raise ModelError(field, value, accepted)
