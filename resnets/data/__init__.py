@@ -1,0 +1,244 @@
+"""Datasets and loaders: `build_data(cfg.data, ...)` returns everything the trainer needs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from . import transforms as T
+from .datasets import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArrayDataset,
+    ArraySplit,
+    image_folder_dir,
+    load_cifar,
+    load_digits,
+    make_fake,
+)
+from .errors import DataError
+from .loaders import SamplerLoader, TensorLoader
+
+IN_MEMORY = ("digits", "cifar10", "cifar100", "fake")
+FOLDERS = ("imagenet", "imagefolder")
+DATASETS = IN_MEMORY + FOLDERS
+
+__all__ = ["DATASETS", "DataBundle", "DataError", "build_data"]
+
+
+@dataclass
+class DataBundle:
+    train: Any
+    val: Any
+    num_classes: int
+    in_chans: int
+    image_size: int
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_size: int
+    val_size: int
+
+
+class TensorImageDataset(Dataset):
+    """uint8 CHW tensors through a per-sample torchvision transform (`data.loader=torchvision`)."""
+
+    def __init__(self, split: ArraySplit, transform) -> None:
+        self.images, self.labels, self.transform = split.images, split.labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+class TransformedSubset(Dataset):
+    """A subset of an ImageFolder with its own transform (train and val split one tree)."""
+
+    def __init__(self, folder, indices: Sequence[int], transform) -> None:
+        self.folder, self.indices, self.transform = folder, list(indices), transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        image, label = self.folder[self.indices[i]]
+        return self.transform(image), label
+
+
+def build_data(
+    cfg: Mapping[str, Any],
+    *,
+    batch_size: int,
+    eval_batch_size: int | None = None,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    split: str | None = None,
+) -> DataBundle:
+    """Train and evaluation loaders for `cfg` (a `data` config node); `split` picks what `val` scores."""
+    name = cfg["name"]
+    if name not in DATASETS:
+        raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(DATASETS)}")
+    split = split or cfg.get("split", "val")
+    if split not in ("val", "test", "train"):
+        raise DataError(f"data.split={split!r} is not valid; accepted: val, test, train")
+    loader = cfg.get("loader", "auto")
+    if loader == "auto":
+        loader = "tensor" if name in IN_MEMORY else "torchvision"
+    if loader == "tensor" and name in FOLDERS:
+        raise DataError(
+            f"data.loader='tensor' is not valid for data.name={name!r}; accepted: torchvision, auto"
+        )
+    common = dict(
+        cfg=cfg,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size or batch_size,
+        device=torch.device(device),
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        workers=num_workers,
+        split=split,
+    )
+    if name in IN_MEMORY:
+        return _in_memory_bundle(_load_arrays(cfg), loader=loader, **common)
+    return _folder_bundle(**common)
+
+
+def _load_arrays(cfg: Mapping[str, Any]) -> ArrayDataset:
+    name, size = cfg["name"], int(cfg.get("image_size", 32))
+    if name == "digits":
+        return load_digits(size, float(cfg.get("val_fraction", 0.2)))
+    if name == "fake":
+        return make_fake(int(cfg.get("fake_size", 1024)), int(cfg.get("num_classes") or 10), size)
+    return load_cifar(name, str(cfg["root"]), bool(cfg.get("download", False)))
+
+
+def _stats(cfg, default_mean, default_std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean = tuple(cfg.get("mean") or default_mean)
+    std = tuple(cfg.get("std") or default_std)
+    return mean, std
+
+
+def _check_classes(cfg, found: int) -> None:
+    wanted = cfg.get("num_classes")
+    if wanted is not None and int(wanted) != found and cfg["name"] != "fake":
+        raise DataError(f"data.num_classes={wanted} does not match the dataset, which has {found}")
+
+
+def _in_memory_bundle(
+    arrays: ArrayDataset, *, cfg, loader, batch_size, eval_batch_size, device, seed, rank,
+    world_size, workers, split,
+) -> DataBundle:
+    mean, std = _stats(cfg, arrays.mean, arrays.std)
+    aug = cfg["augment"]
+    evaluated = arrays.train if split == "train" else arrays.val
+    _check_classes(cfg, len(arrays.class_names))
+    size = int(arrays.train.images.shape[-1])
+    shard = dict(seed=seed, rank=rank, world_size=world_size)
+    if loader == "tensor":
+        if aug.get("auto_augment") or aug.get("random_erasing"):
+            raise DataError(
+                "data.augment.auto_augment/random_erasing need data.loader=torchvision "
+                "(the tensor loader does crop, flip and cutout)"
+            )
+        train = TensorLoader(
+            arrays.train.images, arrays.train.labels, batch_size=batch_size, mean=mean, std=std,
+            device=device, train=True, crop_padding=int(aug.get("crop_padding", 0)),
+            hflip=bool(aug.get("hflip", False)), cutout=int(aug.get("cutout", 0)),
+            drop_last=bool(cfg.get("drop_last", True)), **shard,
+        )
+        val = TensorLoader(
+            evaluated.images, evaluated.labels, batch_size=eval_batch_size, mean=mean, std=std,
+            device=device, train=False, **shard,
+        )
+    else:
+        if aug.get("cutout"):
+            raise DataError("data.augment.cutout needs data.loader=tensor; use random_erasing here")
+        options = _loader_options(cfg, workers)
+        train = SamplerLoader(
+            TensorImageDataset(arrays.train, T.small_image_train(aug, size, mean, std)),
+            batch_size=batch_size, train=True, drop_last=bool(cfg.get("drop_last", True)),
+            **options, **shard,
+        )
+        val = SamplerLoader(
+            TensorImageDataset(evaluated, T.small_image_eval(mean, std)),
+            batch_size=eval_batch_size, train=False, drop_last=False, **options, **shard,
+        )
+    return DataBundle(
+        train=train, val=val, num_classes=len(arrays.class_names),
+        in_chans=int(arrays.train.images.shape[1]), image_size=size,
+        class_names=arrays.class_names, mean=mean, std=std,
+        train_size=len(arrays.train.labels), val_size=len(evaluated.labels),
+    )
+
+
+def _loader_options(cfg, workers: int) -> dict[str, Any]:
+    return dict(
+        workers=workers,
+        pin_memory=bool(cfg.get("pin_memory", True)),
+        persistent_workers=bool(cfg.get("persistent_workers", True)),
+        prefetch_factor=int(cfg.get("prefetch_factor", 4)),
+    )
+
+
+def _folder_bundle(
+    *, cfg, batch_size, eval_batch_size, device, seed, rank, world_size, workers, split
+) -> DataBundle:
+    from sklearn.model_selection import train_test_split
+    from torchvision.datasets import ImageFolder
+
+    if cfg.get("gpu_decode") and device.type != "cuda":
+        raise DataError("data.gpu_decode=true needs a CUDA device; accepted on CPU: false")
+    root = str(cfg["root"])
+    mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD)
+    aug, size = cfg["augment"], int(cfg.get("image_size", 224))
+    val_crop = int(cfg.get("val_crop") or size)
+    val_resize = int(cfg.get("val_resize") or round(val_crop / 0.875))
+    train_tf = T.folder_train(aug, size, mean, std)
+    eval_tf = T.folder_eval(val_resize, val_crop, mean, std)
+    train_folder = ImageFolder(str(image_folder_dir(root, "train")))
+    if not train_folder.samples:
+        raise DataError(f"data.root={root!r}: {root}/train holds no images")
+    held_out = "val" if split in ("val", "train") else "test"
+    has_dir = (Path(root) / held_out).is_dir()
+    if has_dir or cfg["name"] == "imagenet":
+        train_set = ImageFolder(train_folder.root, transform=train_tf)
+        eval_root = train_folder.root if split == "train" else str(image_folder_dir(root, held_out))
+        eval_set = ImageFolder(eval_root, transform=eval_tf)
+        classes = train_folder.classes
+    else:  # one tree: a fixed stratified split
+        targets = train_folder.targets
+        train_idx, val_idx = train_test_split(
+            list(range(len(targets))), test_size=float(cfg.get("val_fraction", 0.2)),
+            stratify=targets, random_state=0,
+        )
+        train_set = TransformedSubset(train_folder, train_idx, train_tf)
+        eval_set = TransformedSubset(
+            train_folder, train_idx if split == "train" else val_idx, eval_tf
+        )
+        classes = train_folder.classes
+    _check_classes(cfg, len(classes))
+    shard = dict(seed=seed, rank=rank, world_size=world_size)
+    options = _loader_options(cfg, workers)
+    train = SamplerLoader(
+        train_set, batch_size=batch_size, train=True, drop_last=bool(cfg.get("drop_last", True)),
+        **options, **shard,
+    )
+    val = SamplerLoader(
+        eval_set, batch_size=eval_batch_size, train=False, drop_last=False, **options, **shard
+    )
+    return DataBundle(
+        train=train, val=val, num_classes=len(classes), in_chans=3, image_size=size,
+        class_names=list(classes), mean=mean, std=std, train_size=len(train_set),
+        val_size=len(eval_set),
+    )

@@ -1,0 +1,206 @@
+"""Structured configs: the schema every YAML under conf/ is validated against before any work.
+
+`register_configs()` puts them in Hydra's ConfigStore; conf/train.yaml lists `train_schema` first in its
+defaults so a typo in any field or a wrong type stops at composition time with Hydra's message.
+Value checks that types cannot express live in `validate()` and name the field and the accepted values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    depth: int | None = None
+    block: str | None = None
+    preact: bool | None = None
+    groups: int | None = None
+    width_per_group: int | None = None
+    widen_factor: float | None = None
+    base_width: int | None = None
+    attention: str | None = None
+    stem: str | None = None
+    shortcut: str | None = None
+    avg_down: bool | None = None
+    stride_in_1x1: bool | None = None
+    drop_path: float | None = None
+    dropout: float | None = None
+    block_dropout: float | None = None
+    zero_init_residual: bool | None = None
+    include_top: bool | None = None
+    in_chans: int | None = None
+    out_indices: list[int] | None = None
+    layers: list[int] | None = None
+    radix: int | None = None
+
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = 0
+    hflip: bool = False
+    auto_augment: str | None = None  # autoaugment | trivialaugment | randaugment
+    random_erasing: float = 0.0
+    cutout: int = 0
+    random_resized_crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    root: str = "data"
+    download: bool = False
+    loader: str = "auto"  # auto | tensor | torchvision
+    image_size: int = 32
+    val_resize: int | None = None
+    val_crop: int | None = None
+    num_classes: int | None = None
+    val_fraction: float = 0.2
+    split: str = "val"  # val | test | train
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    drop_last: bool = True
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    prefetch_factor: int = 4
+    gpu_decode: bool = False
+    fake_size: int = 1024
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    no_decay_norm_bias: bool = True
+
+
+@dataclass
+class SchedConfig:
+    name: str = "cosine"  # cosine | step | multistep | onecycle | constant
+    warmup_epochs: float = 0.0
+    warmup_start_factor: float = 0.1
+    min_lr: float = 0.0
+    step_size: float = 30.0  # epochs, for step
+    milestones: list[float] = field(default_factory=lambda: [30.0, 60.0, 90.0])  # epochs
+    gamma: float = 0.1
+    pct_start: float = 0.25  # onecycle: fraction of steps spent rising
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+
+
+@dataclass
+class TrainerConfig:
+    device: str = "auto"  # auto | cpu | cuda
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 128
+    eval_batch_size: int | None = None
+    workers: int = 2
+    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
+    channels_last: bool = False
+    compile: bool = False
+    accumulate_grad_batches: int = 1
+    grad_clip: float | None = None
+    deterministic: bool = False
+    eval_every: int = 1
+    log_every: int = 20
+    detect_anomaly: bool = False
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    ema_decay: float | None = None
+    progress: bool = True
+    save_every: int = 1
+    sync_batchnorm: bool = False
+    dist_backend: str = "auto"  # auto | nccl | gloo
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+    run_name: str = "run"
+    ckpt_path: str | None = None
+    resume: bool = True
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "trainer.precision": ("32", "bf16-mixed", "16-mixed"),
+    "trainer.device": ("auto", "cpu", "cuda"),
+    "trainer.dist_backend": ("auto", "nccl", "gloo"),
+    "optim.name": ("sgd", "adamw"),
+    "sched.name": ("cosine", "step", "multistep", "onecycle", "constant"),
+    "data.loader": ("auto", "tensor", "torchvision"),
+    "data.split": ("val", "test", "train"),
+}
+POSITIVE: tuple[str, ...] = (
+    "trainer.epochs",
+    "trainer.batch_size",
+    "trainer.accumulate_grad_batches",
+    "trainer.eval_every",
+    "trainer.log_every",
+    "trainer.save_every",
+    "optim.lr",
+    "data.image_size",
+)
+PROBABILITIES: tuple[str, ...] = (
+    "trainer.label_smoothing",
+    "data.augment.random_erasing",
+    "data.val_fraction",
+)
+
+
+class ConfigError(ValueError):
+    """A config value that is well-typed but not allowed; the message names field and accepted values."""
+
+
+def _get(cfg: DictConfig, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check values that the schema's types cannot, before any data or model is touched."""
+    for dotted, accepted in CHOICES.items():
+        value = str(_get(cfg, dotted))
+        if value not in accepted:
+            raise ConfigError(f"{dotted}={value!r} is not valid; accepted: {', '.join(accepted)}")
+    for dotted in POSITIVE:
+        value = _get(cfg, dotted)
+        if value <= 0:
+            raise ConfigError(f"{dotted}={value!r} is not valid; accepted: a positive number")
+    for dotted in PROBABILITIES:
+        value = _get(cfg, dotted)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{dotted}={value!r} is not valid; accepted: a number in [0, 1)")
+    t = cfg.trainer
+    if t.max_steps is not None and t.max_steps <= 0:
+        raise ConfigError(f"trainer.max_steps={t.max_steps!r} is not valid; accepted: a positive integer or null")
+    if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
+        raise ConfigError(f"trainer.ema_decay={t.ema_decay!r} is not valid; accepted: null or a number in (0, 1)")
+    for name in ("mixup_alpha", "cutmix_alpha"):
+        if t[name] < 0:
+            raise ConfigError(f"trainer.{name}={t[name]!r} is not valid; accepted: 0 (off) or a positive number")
+    if t.grad_clip is not None and t.grad_clip <= 0:
+        raise ConfigError(f"trainer.grad_clip={t.grad_clip!r} is not valid; accepted: null or a positive number")

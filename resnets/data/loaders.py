@@ -1,0 +1,225 @@
+"""Two loaders with one interface: `__len__`, `__iter__` and `set_epoch(epoch, skip_batches)`.
+
+TensorLoader keeps a whole uint8 dataset on the training device and augments each batch with a
+few batched tensor ops (airbench's idea): no workers, no per-sample Python. SamplerLoader wraps a
+torchvision DataLoader for datasets that do not fit in memory. Both draw each epoch's order from
+(seed, epoch) alone, so a resumed run sees the same batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 9_176 + salt) % 2**63)
+
+
+def shard_indices(
+    n: int, *, shuffle: bool, seed: int, epoch: int, rank: int, world_size: int, even: bool
+) -> torch.Tensor:
+    """This rank's sample indices for one epoch: a seeded permutation dealt round-robin.
+
+    `even` trims the tail so every rank gets the same count (training, where ranks step together);
+    without it rank r gets r, r+W, ... and the shards together hold every sample exactly once.
+    """
+    order = torch.randperm(n, generator=epoch_generator(seed, epoch)) if shuffle else torch.arange(n)
+    if even:
+        order = order[: n - n % world_size]
+    return order[rank::world_size]
+
+
+def random_crop(images: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
+    """Zero-pad by `padding` and take one random crop per image, all in one gather."""
+    b, _, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(images.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(images.device)
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]  # (B, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]  # (B, 1, W)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def random_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    flip = (torch.rand(images.shape[0], generator=gen) < 0.5).to(images.device)
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+def cutout(images: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Zero one size x size square per image (DeVries & Taylor 2017), centres anywhere in the image."""
+    b, _, h, w = images.shape
+    cy = torch.randint(0, h, (b,), generator=gen).to(images.device)
+    cx = torch.randint(0, w, (b,), generator=gen).to(images.device)
+    ys = torch.arange(h, device=images.device)[None, :]
+    xs = torch.arange(w, device=images.device)[None, :]
+    in_y = (ys >= (cy[:, None] - size // 2)) & (ys < (cy[:, None] - size // 2 + size))
+    in_x = (xs >= (cx[:, None] - size // 2)) & (xs < (cx[:, None] - size // 2 + size))
+    mask = in_y[:, :, None] & in_x[:, None, :]
+    return images.masked_fill(mask[:, None], 0)
+
+
+class TensorLoader:
+    """Batches from a uint8 tensor dataset resident on `device`, augmented as whole batches."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+        train: bool,
+        seed: int = 0,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        cutout: int = 0,
+        drop_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.train = train
+        self.seed = seed
+        self.crop_padding = crop_padding
+        self.hflip = hflip
+        self.cutout = cutout
+        self.drop_last = drop_last and train
+        self.rank, self.world_size = rank, world_size
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(mean, device=device).view(shape) * 255
+        self.std = torch.tensor(std, device=device).view(shape) * 255
+        self.epoch, self.skip_batches = 0, 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip_batches = epoch, skip_batches
+
+    def _indices(self) -> torch.Tensor:
+        return shard_indices(
+            len(self.labels),
+            shuffle=self.train,
+            seed=self.seed,
+            epoch=self.epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            even=self.train,
+        )
+
+    def __len__(self) -> int:
+        n = len(self._indices())
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        indices = self._indices().to(self.device)
+        for b in range(self.skip_batches, len(self)):
+            idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
+            images = self.images[idx]
+            if self.train:
+                images = self.augment(images, epoch_generator(self.seed, self.epoch, salt=b + 1))
+            yield (images.float() - self.mean) / self.std, self.labels[idx]
+        self.skip_batches = 0  # a skip applies to one pass only
+
+    def augment(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.crop_padding:
+            images = random_crop(images, self.crop_padding, gen)
+        if self.hflip:
+            images = random_flip(images, gen)
+        if self.cutout:
+            images = cutout(images, self.cutout, gen)
+        return images
+
+
+class EpochSampler(Sampler[int]):
+    """DistributedSampler's contract (seeded per-epoch order, shards) plus resuming mid-epoch."""
+
+    def __init__(
+        self, n: int, *, shuffle: bool, seed: int, rank: int, world_size: int, even: bool
+    ) -> None:
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.rank, self.world_size, self.even = rank, world_size, even
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip_samples: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip_samples
+
+    def _indices(self) -> torch.Tensor:
+        return shard_indices(
+            self.n,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=self.epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            even=self.even,
+        )
+
+    def __len__(self) -> int:
+        return len(self._indices()) - self.skip
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self._indices()[self.skip :].tolist()
+        self.skip = 0
+        return iter(indices)
+
+
+class SamplerLoader:
+    """A torchvision DataLoader over a map-style dataset, with the TensorLoader's epoch interface."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        batch_size: int,
+        train: bool,
+        seed: int,
+        workers: int,
+        drop_last: bool,
+        pin_memory: bool,
+        persistent_workers: bool,
+        prefetch_factor: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.batch_size = batch_size
+        self.drop_last = drop_last and train
+        self.sampler = EpochSampler(
+            len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world_size, even=train
+        )
+        self.generator = torch.Generator()
+        self.seed = seed
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            drop_last=self.drop_last,
+            pin_memory=pin_memory and torch.cuda.is_available(),
+            persistent_workers=persistent_workers and workers > 0,
+            prefetch_factor=prefetch_factor if workers > 0 else None,
+            generator=self.generator,
+        )
+        self.dataset = dataset
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.sampler.set_epoch(epoch, skip_batches * self.batch_size)
+        # worker augmentation seeds follow (seed, epoch)
+        self.generator.manual_seed(int(epoch_generator(self.seed, epoch, salt=7).initial_seed()))
+
+    def __len__(self) -> int:
+        """Batches in a whole epoch on this rank (a resumed epoch yields the remainder)."""
+        n = len(self.sampler._indices())
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.loader)

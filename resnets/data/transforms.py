@@ -1,0 +1,67 @@
+"""Per-sample torchvision (v2) pipelines, for image folders and for `data.loader=torchvision`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision.transforms import v2
+
+from .errors import DataError
+
+AUTO_AUGMENT = ("autoaugment", "trivialaugment", "randaugment")
+
+
+def _auto_augment(name: str | None) -> list[v2.Transform]:
+    if name is None:
+        return []
+    if name not in AUTO_AUGMENT:
+        raise DataError(
+            f"data.augment.auto_augment={name!r} is not valid; accepted: null, {', '.join(AUTO_AUGMENT)}"
+        )
+    return [
+        {
+            "autoaugment": v2.AutoAugment,
+            "trivialaugment": v2.TrivialAugmentWide,
+            "randaugment": v2.RandAugment,
+        }[name]()
+    ]
+
+
+def _to_normalized(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+
+
+def _erasing(p: float) -> list[v2.Transform]:
+    return [v2.RandomErasing(p=p)] if p > 0 else []
+
+
+def small_image_train(aug, image_size: int, mean, std) -> v2.Compose:
+    """CIFAR-style: pad + random crop, flip, optional auto-augment and erasing (uint8 CHW tensors in)."""
+    ops: list[v2.Transform] = []
+    if aug.crop_padding:
+        ops.append(v2.RandomCrop(image_size, padding=aug.crop_padding))
+    if aug.hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    ops += _auto_augment(aug.auto_augment)
+    return v2.Compose(ops + _to_normalized(mean, std) + _erasing(aug.random_erasing))
+
+
+def small_image_eval(mean, std) -> v2.Compose:
+    return v2.Compose(_to_normalized(mean, std))
+
+
+def folder_train(aug, image_size: int, mean, std) -> v2.Compose:
+    """ImageNet-style: random-resized crop, flip, optional auto-augment, erasing."""
+    ops: list[v2.Transform] = [
+        v2.RandomResizedCrop(image_size, scale=tuple(aug.random_resized_crop_scale), antialias=True)
+    ]
+    if aug.hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    ops += _auto_augment(aug.auto_augment)
+    return v2.Compose(ops + _to_normalized(mean, std) + _erasing(aug.random_erasing))
+
+
+def folder_eval(resize: int, crop: int, mean, std) -> v2.Compose:
+    ops = [v2.Resize(resize, antialias=True), v2.CenterCrop(crop)]
+    return v2.Compose(ops + _to_normalized(mean, std))

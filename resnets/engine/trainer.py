@@ -1,0 +1,444 @@
+"""The one training loop: any network from the registry on any dataset of resnets.data.
+
+Read `Trainer.fit` top to bottom: set-up, resume, then epochs of steps with evaluation and
+checkpoints. Nothing here knows about a particular architecture or dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchvision.transforms import v2
+
+from ..config import ConfigError, validate
+from ..data import build_data
+from ..models import build_model_from_config
+from ..models.summary import count_flops
+from ..optim import build_optimizer, build_scheduler
+from . import distributed as D
+from .checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    capture_rng,
+    load_checkpoint,
+    move_aside,
+    restore_rng,
+    save_checkpoint,
+)
+from .logging import TensorBoard, attach_log_file, progress, silence_file_logs
+from .metrics import topk_correct_tensor
+from .signals import StopRequest
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class TrainingInterrupted(SystemExit):
+    """Raised after last.pt is written on SIGINT/SIGTERM; the exit status is 128 + signal."""
+
+
+def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> float:
+    """Train as `cfg` says; returns the best validation top-1 accuracy in percent."""
+    return Trainer(cfg, output_dir).fit()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module, loader, device: torch.device, precision: str, channels_last: bool = False
+) -> dict[str, float]:
+    """Loss, top-1 and top-5 over the loader; sums are all-reduced so each sample counts once."""
+    model.eval()
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, n
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        labels = labels.to(device, non_blocking=True)
+        with autocast(device, precision):
+            logits = model(images)
+        logits = logits.float()
+        totals[0] += F.cross_entropy(logits, labels, reduction="sum")
+        totals[1:3] += topk_correct_tensor(logits, labels, (1, 5)).double()
+        totals[3] += labels.numel()
+    loss_sum, top1, top5, n = D.all_reduce_sum(totals).tolist()
+    n = max(n, 1)
+    return {"loss": loss_sum / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n, "n": int(n)}
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> None:
+        validate(cfg)
+        self.cfg = cfg
+        self.dist = D.init_distributed(cfg.trainer)
+        if output_dir is None:
+            from hydra.core.hydra_config import HydraConfig
+
+            output_dir = HydraConfig.get().runtime.output_dir
+        # every rank uses rank 0's directory (their Hydra timestamps may differ)
+        self.out = Path(D.broadcast_object(str(output_dir)))
+        self.ckpt_dir = self.out / "checkpoints"
+        t = cfg.trainer
+        if t.precision == "16-mixed" and self.dist.device.type != "cuda":
+            raise ConfigError(
+                "trainer.precision='16-mixed' needs CUDA (fp16 autocast with a gradient scaler); "
+                "accepted on CPU: 32, bf16-mixed"
+            )
+        if self.dist.is_main:
+            attach_log_file(self.out / "train.log")
+        else:
+            silence_file_logs()
+
+    # ----------------------------------------------------------------------------- set-up
+    def _setup(self) -> None:
+        cfg, t, device = self.cfg, self.cfg.trainer, self.dist.device
+        seed_everything(cfg.seed + self.dist.rank)
+        if t.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.data = build_data(
+            cfg.data,
+            batch_size=t.batch_size,
+            eval_batch_size=t.eval_batch_size,
+            num_workers=t.workers,
+            device=device,
+            seed=cfg.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        self.model = build_model_from_config(
+            cfg.model,
+            num_classes=self.data.num_classes,
+            in_chans=self.data.in_chans,
+            image_size=self.data.image_size,
+        )
+        self.num_params = sum(p.numel() for p in self.model.parameters())
+        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        self.model.to(device, memory_format=self.memory_format)
+        self.ema = None
+        if t.ema_decay:
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True
+            )
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.steps_per_epoch = max(1, len(self.data.train) // t.accumulate_grad_batches)
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.sched, steps_per_epoch=self.steps_per_epoch, epochs=t.epochs, lr=cfg.optim.lr
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if t.precision == "16-mixed" else None
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+        self.mix = self._mixing(t, self.data.num_classes)
+        self.epoch, self.step, self.batch_in_epoch, self.best, self.best_epoch = 0, 0, 0, -1.0, -1
+
+    @staticmethod
+    def _mixing(t, num_classes: int):
+        ops = []
+        if t.mixup_alpha > 0:
+            ops.append(v2.MixUp(alpha=t.mixup_alpha, num_classes=num_classes))
+        if t.cutmix_alpha > 0:
+            ops.append(v2.CutMix(alpha=t.cutmix_alpha, num_classes=num_classes))
+        return v2.RandomChoice(ops) if ops else None
+
+    # ----------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.epoch,
+            "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "rng": capture_rng(),
+            "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+            "format_version": FORMAT_VERSION,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise CheckpointError(path, f"does not fit model {self.cfg.model.name!r}: {str(err).splitlines()[0]}") from err
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        self.best = float(state.get("best", -1.0))
+        self.best_epoch = int(state.get("best_epoch", -1))
+        restore_rng(state["rng"])
+
+    def _resume(self) -> None:
+        explicit = self.cfg.ckpt_path
+        path = Path(explicit) if explicit else self.ckpt_dir / "last.pt"
+        if not explicit and not (self.cfg.resume and path.exists()):
+            return
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as err:
+            if explicit:
+                raise
+            # never let this run's first save overwrite the evidence
+            aside = move_aside(path) if self.dist.is_main else path
+            raise CheckpointError(
+                path,
+                f"{str(err).split(': ', 1)[1]}. Moved it to {aside}; run again to start afresh, "
+                f"or resume from another file with ckpt_path=...",
+            ) from err
+        self.load_state_dict(state, path)
+        log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+
+    def _save(self, name: str) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.ckpt_dir / name, self.state_dict())
+
+    # ----------------------------------------------------------------------------- loop
+    def fit(self) -> float:
+        cfg, t, device = self.cfg, self.cfg.trainer, self.dist.device
+        self._setup()
+        self._resume()
+        main = self.dist.is_main
+        self.tb = TensorBoard(self.out / "tb" if main else None, purge_step=self.step or None)
+        if self.step == 0:
+            self.tb.text("config", OmegaConf.to_yaml(cfg, resolve=True))
+        net = D.wrap_model(self.model, self.dist, t.sync_batchnorm)
+        forward = torch.compile(net) if t.compile else net
+        stop = StopRequest().install()
+        log.info(
+            "%s (%.2fM params) on %s, precision %s: %d train / %d val images, %d steps per epoch, device %s",
+            cfg.model.name, self.num_params / 1e6, cfg.data.name, t.precision,
+            self.data.train_size, self.data.val_size, self.steps_per_epoch, device,
+        )
+        started = time.perf_counter()
+        images_seen, train_time = 0, 0.0
+        last_train: dict[str, float] = {}
+        last_val: dict[str, float] = {}
+        try:
+            with torch.autograd.set_detect_anomaly(t.detect_anomaly):
+                while self.epoch < t.epochs and not self._reached_max_steps():
+                    epoch_start = time.perf_counter()
+                    last_train, seen = self._train_epoch(forward, stop)
+                    images_seen += seen
+                    epoch_time = time.perf_counter() - epoch_start
+                    train_time += epoch_time
+                    if stop.requested:
+                        break
+                    finished = self.batch_in_epoch == 0
+                    if finished or self._reached_max_steps():
+                        last_val = self._validate_and_save(epoch_time, seen, finished) or last_val
+            if stop.requested:
+                self._save("last.pt")
+                log.warning("stopped by signal %d at step %d; last.pt written", stop.signum, self.step)
+                stop.run_hooks()
+                raise TrainingInterrupted(128 + int(stop.signum))
+        finally:
+            stop.restore()
+            self.tb.close()
+        if not last_val:  # resumed a finished run: report the checkpoint's model
+            last_val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
+        metrics = self._final_metrics(last_train, last_val, time.perf_counter() - started, images_seen, train_time)
+        if main:
+            (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            self.tb.hparams(_flat_hparams(cfg), {"hparam/best_val_top1": self.best, "hparam/val_top1": metrics["val_top1"]})
+            log.info("best val top-1 %.2f%% (epoch %d); outputs in %s", self.best, self.best_epoch, self.out)
+            log.info("TensorBoard: tensorboard --logdir %s; checkpoints: %s", self.out / "tb", self.ckpt_dir)
+        D.barrier()
+        return self.best
+
+    def _reached_max_steps(self) -> bool:
+        return self.cfg.trainer.max_steps is not None and self.step >= self.cfg.trainer.max_steps
+
+    def _train_epoch(self, forward: nn.Module, stop: StopRequest) -> tuple[dict[str, float], int]:
+        t, device, loader = self.cfg.trainer, self.dist.device, self.data.train
+        accumulate = t.accumulate_grad_batches
+        self.model.train()
+        start_batch = self.batch_in_epoch
+        loader.set_epoch(self.epoch, start_batch)
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, samples
+        window_start, window_images, seen = time.perf_counter(), 0, 0
+        last_batch = len(loader) - 1
+        bar = progress(
+            loader, enabled=t.progress and self.dist.is_main, total=len(loader), initial=start_batch,
+            desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False,
+        )
+        for i, (images, labels) in enumerate(bar, start=start_batch):
+            images = images.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            labels = labels.to(device, non_blocking=True)
+            if self.step == 0 and i == 0:
+                self.tb.image_grid("inputs", images, self.data.mean, self.data.std, 0)
+            targets = labels
+            if self.mix is not None:
+                images, targets = self.mix(images, labels)
+            steps_now = (i + 1) % accumulate == 0 or i == last_batch
+            with D.no_sync_if(forward, not steps_now), autocast(device, t.precision):
+                logits = forward(images)
+                loss = self.criterion(logits.float(), targets)
+            (self.scaler.scale(loss / accumulate) if self.scaler else loss / accumulate).backward()
+            finite = torch.isfinite(loss.detach())
+            # under the fp16 scaler a non-finite loss is a skipped step, not a failure
+            batch_loss = torch.where(finite, loss.detach(), 0.0) if self.scaler else loss.detach()
+            sums[0] += batch_loss * labels.numel()
+            sums[1] += (logits.detach().argmax(1) == labels).sum()
+            sums[2] += labels.numel()
+            window_images += labels.numel()
+            seen += labels.numel()
+            if not steps_now:
+                continue
+            grad_norm = self._optimizer_step(log_now=(self.step + 1) % t.log_every == 0)
+            self.step += 1
+            self.batch_in_epoch = i + 1
+            if self.step % t.log_every == 0:
+                self._check_finite(sums[0], f"by step {self.step}")
+                elapsed = time.perf_counter() - window_start
+                n = max(sums[2].item(), 1)
+                stats = {
+                    "train/loss": sums[0].item() / n,
+                    "train/acc": 100 * sums[1].item() / n,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "perf/images_per_s": window_images * self.dist.world_size / max(elapsed, 1e-9),
+                }
+                if grad_norm is not None:
+                    stats["train/grad_norm"] = float(grad_norm)
+                self.tb.scalars(stats, self.step)
+                bar.set_postfix(loss=f"{stats['train/loss']:.3f}", acc=f"{stats['train/acc']:.1f}",
+                                lr=f"{stats['lr']:.3g}", ips=f"{stats['perf/images_per_s']:.0f}")
+                window_start, window_images = time.perf_counter(), 0
+            if stop.requested or self._reached_max_steps():
+                break
+        bar.close()
+        self._check_finite(sums[0], f"in epoch {self.epoch + 1}")
+        if self.batch_in_epoch >= len(loader):  # the epoch ran to its end
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        totals = D.all_reduce_sum(sums.clone())
+        samples = max(totals[2].item(), 1)
+        return {"loss": totals[0].item() / samples, "top1": 100 * totals[1].item() / samples}, seen
+
+    def _optimizer_step(self, log_now: bool) -> torch.Tensor | None:
+        t = self.cfg.trainer
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = None
+        if t.grad_clip is not None or log_now:
+            # max_norm=inf measures without clipping
+            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return grad_norm
+
+    def _check_finite(self, loss_sum: torch.Tensor, where: str) -> None:
+        if self.scaler is None and not torch.isfinite(loss_sum).item():
+            raise NonFiniteLossError(
+                f"training loss became {loss_sum.item()} {where} (model {self.cfg.model.name}, "
+                f"lr {self.optimizer.param_groups[0]['lr']:.3g}); stopping without saving. "
+                "Lower optim.lr, set trainer.grad_clip, or use trainer.precision=32."
+            )
+
+    def _validate_and_save(self, epoch_time: float, seen: int, finished_epoch: bool) -> dict[str, float]:
+        t, device = self.cfg.trainer, self.dist.device
+        last = not finished_epoch or self.epoch >= t.epochs  # stopping here: always evaluate and save
+        val: dict[str, float] = {}
+        if last or self.epoch % t.eval_every == 0:
+            val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
+            scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
+            if self.ema is not None:
+                ema = evaluate_model(self.ema.module, self.data.val, device, t.precision, t.channels_last)
+                scalars.update({"val_ema/loss": ema["loss"], "val_ema/acc": ema["top1"], "val_ema/top5": ema["top5"]})
+            scalars.update({"perf/epoch_time_s": epoch_time, "perf/epoch_images_per_s": seen * self.dist.world_size / max(epoch_time, 1e-9)})
+            self.tb.scalars(scalars, self.step)
+            log.info(
+                "epoch %d step %d: val loss %.4f top-1 %.2f%% top-5 %.2f%% (%.1fs)",
+                self.epoch, self.step, val["loss"], val["top1"], val["top5"], epoch_time,
+            )
+            if val["top1"] > self.best:
+                self.best, self.best_epoch = val["top1"], self.epoch
+                self._save("best.pt")
+        if last or self.epoch % t.save_every == 0:
+            self._save("last.pt")
+        return val
+
+    def _final_metrics(self, train_stats, val, wall, images_seen, train_time) -> dict[str, Any]:
+        cfg = self.cfg
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            overrides = list(HydraConfig.get().overrides.task)
+        except (ValueError, ImportError):
+            overrides = []
+        return {
+            "best_val_top1": self.best,
+            "best_epoch": self.best_epoch,
+            "val_top1": val.get("top1"),
+            "val_top5": val.get("top5"),
+            "val_loss": val.get("loss"),
+            "val_samples": val.get("n"),
+            "train_loss": train_stats.get("loss"),
+            "train_top1": train_stats.get("top1"),
+            "epochs": self.epoch,
+            "steps": self.step,
+            "train_time_s": round(train_time, 3),
+            "wall_time_s": round(wall, 3),
+            "images_per_s": images_seen * self.dist.world_size / max(train_time, 1e-9),
+            "num_params": self.num_params,
+            "gflops": count_flops(self.model, self.data.image_size, self.data.in_chans) / 1e9,
+            "model": cfg.model.name,
+            "data": cfg.data.name,
+            "overrides": overrides,
+        }
+
+
+def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return {k: v for k, v in flat.items() if k.split(".")[0] in ("model", "optim", "sched", "trainer", "data", "seed")}
