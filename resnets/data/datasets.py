@@ -5,6 +5,7 @@ Everything here returns data before augmentation; transforms.py and loaders.py d
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from .errors import DataError
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_SPLIT_SEED = 0  # fixed, so every run sees the same validation digits whatever its seed
@@ -69,30 +72,59 @@ CIFAR_URLS = {
 }
 
 
-def load_cifar(name: str, root: str, download: bool) -> ArrayDataset:
-    """CIFAR-10/100 from the python pickle batches under `root`, read by torchvision."""
-    from torchvision.datasets import CIFAR10, CIFAR100
+CIFAR_FILES = {
+    "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta", b"labels", b"label_names"),
+    "cifar100": (["train"], ["test"], "meta", b"fine_labels", b"fine_label_names"),
+}
 
+
+def _unpickle(path: Path) -> dict:
+    """One CIFAR batch file. The official files are Python 2 pickles: read keys as bytes, as the
+    dataset's own instructions do, and accept str keys too (files re-saved by Python 3 tools)."""
+    with open(path, "rb") as f:
+        entry = pickle.load(f, encoding="bytes")
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: not a CIFAR batch (a pickled dict was expected)")
+    return {k if isinstance(k, bytes) else str(k).encode(): v for k, v in entry.items()}
+
+
+def load_cifar(name: str, root: str, download: bool) -> ArrayDataset:
+    """CIFAR-10/100 from the python pickle batches under `root` (torchvision downloads them)."""
     folder = Path(root) / CIFAR_FOLDERS[name]
-    if not download and not folder.is_dir():
+    if download and not folder.is_dir():
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        (CIFAR10 if name == "cifar10" else CIFAR100)(root, train=True, download=True)
+    if not folder.is_dir():
         raise DataError(
             f"data.root={root!r}: no {name} batches at {folder}. Set data.download=true "
             f"(needs internet), or extract {CIFAR_URLS[name]} into {root}"
         )
-    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    train_files, test_files, meta_file, label_key, names_key = CIFAR_FILES[name]
+
+    def split(files: list[str]) -> ArraySplit:
+        images, labels = [], []
+        for file in files:
+            path = folder / file
+            if not path.is_file():
+                raise DataError(f"data.root={root!r}: {name} file {path} is missing")
+            try:
+                entry = _unpickle(path)
+                data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                labels.extend(int(v) for v in entry[label_key])
+            except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
+                raise DataError(f"data.root={root!r}: {name} file {path} is corrupt ({err!r})") from err
+            images.append(data)
+        return ArraySplit(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long))
+
+    train, test = split(train_files), split(test_files)
+    meta_path = folder / meta_file
     try:
-        train = cls(root, train=True, download=download)
-        test = cls(root, train=False, download=download)
-    except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
-        raise DataError(f"data.root={root!r}: {name} under {folder} is unreadable: {err}") from err
-    except (OSError, EOFError, KeyError, ValueError) as err:
-        raise DataError(f"data.root={root!r}: {name} under {folder} is corrupt: {err}") from err
-
-    def split(ds) -> ArraySplit:
-        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-        return ArraySplit(images, torch.as_tensor(ds.targets, dtype=torch.long))
-
-    return ArrayDataset(split(train), split(test), list(train.classes), CIFAR_MEAN, CIFAR_STD)
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in _unpickle(meta_path)[names_key]]
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError) as err:
+        raise DataError(f"data.root={root!r}: {name} metadata {meta_path} is unreadable ({err!r})") from err
+    mean, std = (CIFAR_MEAN, CIFAR_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
+    return ArrayDataset(train, test, names, mean, std)
 
 
 def make_fake(
