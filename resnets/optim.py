@@ -50,11 +50,14 @@ def build_scheduler(
     total = max(1, steps_per_epoch * epochs)
     name = cfg["name"]
     if name == "onecycle":  # has its own warm-up phase
+        if total < 4:  # too short for two phases: hold the peak rate
+            return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
         return lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=lr,
             total_steps=total,
-            pct_start=cfg["pct_start"],
+            # each phase needs at least one step, or OneCycleLR divides by zero
+            pct_start=min(max(cfg["pct_start"], 2 / total), 1 - 2 / total),
             div_factor=cfg["div_factor"],
             final_div_factor=cfg["final_div_factor"],
         )

@@ -1,0 +1,42 @@
+"""Compose configs the way train.py does, and run the trainer in-process on tiny settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from resnets.config import register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "model=resnet",
+    "model.depth=8",
+    "model.stem=cifar",
+    "trainer.batch_size=64",
+    "trainer.progress=false",
+    "trainer.workers=0",
+]
+
+
+def compose_train(overrides: list[str], config_name: str = "train") -> DictConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def run_train_cli(args: list[str], timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=kwargs.pop("cwd", REPO), env=env, capture_output=True, text=True, timeout=timeout, **kwargs,
+    )
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
