@@ -196,11 +196,19 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{dotted}={value!r} is not valid; accepted: a number in [0, 1)")
     t = cfg.trainer
     if t.max_steps is not None and t.max_steps <= 0:
-        raise ConfigError(f"trainer.max_steps={t.max_steps!r} is not valid; accepted: a positive integer or null")
+        raise ConfigError(
+            f"trainer.max_steps={t.max_steps!r} is not valid; accepted: a positive integer or null"
+        )
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
-        raise ConfigError(f"trainer.ema_decay={t.ema_decay!r} is not valid; accepted: null or a number in (0, 1)")
+        raise ConfigError(
+            f"trainer.ema_decay={t.ema_decay!r} is not valid; accepted: null or a number in (0, 1)"
+        )
     for name in ("mixup_alpha", "cutmix_alpha"):
         if t[name] < 0:
-            raise ConfigError(f"trainer.{name}={t[name]!r} is not valid; accepted: 0 (off) or a positive number")
+            raise ConfigError(
+                f"trainer.{name}={t[name]!r} is not valid; accepted: 0 (off) or a positive number"
+            )
     if t.grad_clip is not None and t.grad_clip <= 0:
-        raise ConfigError(f"trainer.grad_clip={t.grad_clip!r} is not valid; accepted: null or a positive number")
+        raise ConfigError(
+            f"trainer.grad_clip={t.grad_clip!r} is not valid; accepted: null or a positive number"
+        )

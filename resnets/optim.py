@@ -15,7 +15,12 @@ from .config import ConfigError
 def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
     """Two groups: weights that decay, and norm scales/shifts and biases (1-d tensors) that do not."""
     if not no_decay_norm_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+        return [
+            {
+                "params": [p for p in model.parameters() if p.requires_grad],
+                "weight_decay": weight_decay,
+            }
+        ]
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -64,9 +69,13 @@ def build_scheduler(
     warmup = min(round(cfg["warmup_epochs"] * steps_per_epoch), total - 1)
     to_steps = lambda e: max(1, round(e * steps_per_epoch) - warmup)  # noqa: E731
     if name == "cosine":
-        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=cfg["min_lr"])
+        main = lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=total - warmup, eta_min=cfg["min_lr"]
+        )
     elif name == "step":
-        main = lr_scheduler.StepLR(optimizer, step_size=to_steps(cfg["step_size"]), gamma=cfg["gamma"])
+        main = lr_scheduler.StepLR(
+            optimizer, step_size=to_steps(cfg["step_size"]), gamma=cfg["gamma"]
+        )
     elif name == "multistep":
         milestones = [to_steps(m) for m in cfg["milestones"]]
         main = lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg["gamma"])

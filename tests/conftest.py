@@ -23,12 +23,27 @@ def write_cifar10(root: Path, per_batch: int = 20, test: int = 40, seed: int = 0
     for name, n in [*((f"data_batch_{i}", per_batch) for i in range(1, 6)), ("test_batch", test)]:
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         labels = [int(x) for x in rng.integers(0, 10, size=n)]
-        entry = {b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                 b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}
+        entry = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": data,
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(n)],
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f)
         written[name] = (data, labels)
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    names = [
+        b"airplane",
+        b"automobile",
+        b"bird",
+        b"cat",
+        b"deer",
+        b"dog",
+        b"frog",
+        b"horse",
+        b"ship",
+        b"truck",
+    ]
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch, b"num_vis": 3072}, f)
     return written
@@ -42,19 +57,35 @@ def write_cifar100(root: Path, train: int = 100, test: int = 50, seed: int = 0) 
     for name, n in (("train", train), ("test", test)):
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         fine = [int(x) for x in rng.integers(0, 100, size=n)]
-        entry = {b"filenames": [b"x.png"] * n, b"batch_label": name.encode(), b"fine_labels": fine,
-                 b"coarse_labels": [f // 5 for f in fine], b"data": data}
+        entry = {
+            b"filenames": [b"x.png"] * n,
+            b"batch_label": name.encode(),
+            b"fine_labels": fine,
+            b"coarse_labels": [f // 5 for f in fine],
+            b"data": data,
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f)
         written[name] = (data, fine)
     with open(folder / "meta", "wb") as f:
-        pickle.dump({b"fine_label_names": [f"class{i}".encode() for i in range(100)],
-                     b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}, f)
+        pickle.dump(
+            {
+                b"fine_label_names": [f"class{i}".encode() for i in range(100)],
+                b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
+            },
+            f,
+        )
     return written
 
 
-def write_image_folder(root: Path, classes=("cat", "dog", "eel"), per_class: int = 6, size: int = 40,
-                       splits=("train", "val"), seed: int = 0) -> Path:
+def write_image_folder(
+    root: Path,
+    classes=("cat", "dog", "eel"),
+    per_class: int = 6,
+    size: int = 40,
+    splits=("train", "val"),
+    seed: int = 0,
+) -> Path:
     """An ImageFolder tree of real JPEG files: root/<split>/<class>/<n>.JPEG."""
     from PIL import Image
 

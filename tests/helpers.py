@@ -34,7 +34,12 @@ def run_train_cli(args: list[str], timeout: float = 600, **kwargs) -> subprocess
     env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [sys.executable, str(REPO / "train.py"), *args],
-        cwd=kwargs.pop("cwd", REPO), env=env, capture_output=True, text=True, timeout=timeout, **kwargs,
+        cwd=kwargs.pop("cwd", REPO),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
     )
 
 

@@ -39,7 +39,10 @@ def test_cifar100_reads_fine_labels(tmp_path) -> None:
 
 
 def test_missing_cifar_names_path_and_remedy(tmp_path) -> None:
-    with pytest.raises(DataError, match=r"data\.root=.*no cifar10 batches at .*cifar-10-batches-py.*data\.download=true"):
+    with pytest.raises(
+        DataError,
+        match=r"data\.root=.*no cifar10 batches at .*cifar-10-batches-py.*data\.download=true",
+    ):
         build_data(data_cfg(name="cifar10", root=str(tmp_path / "nowhere")), batch_size=8)
 
 
@@ -67,9 +70,15 @@ def test_digits_split_is_fixed_stratified_and_upsampled() -> None:
 
 
 def test_image_folder_tree(imagefolder_root) -> None:
-    cfg = data_cfg(name="imagefolder", root=str(imagefolder_root), image_size=32, val_crop=32, val_resize=36)
+    cfg = data_cfg(
+        name="imagefolder", root=str(imagefolder_root), image_size=32, val_crop=32, val_resize=36
+    )
     bundle = build_data(cfg, batch_size=4)
-    assert bundle.class_names == ["cat", "dog", "eel"] and bundle.train_size == 18 and bundle.val_size == 18
+    assert (
+        bundle.class_names == ["cat", "dog", "eel"]
+        and bundle.train_size == 18
+        and bundle.val_size == 18
+    )
     images, labels = next(iter(bundle.val))
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
     assert labels.tolist() == [0, 0, 0, 0]  # evaluation order is the folder's order
@@ -79,7 +88,10 @@ def test_image_folder_without_val_dir_splits_stratified(tmp_path) -> None:
     from .conftest import write_image_folder
 
     write_image_folder(tmp_path, per_class=10, splits=("train",))
-    bundle = build_data(data_cfg(name="imagefolder", root=str(tmp_path), image_size=32, val_fraction=0.2), batch_size=4)
+    bundle = build_data(
+        data_cfg(name="imagefolder", root=str(tmp_path), image_size=32, val_fraction=0.2),
+        batch_size=4,
+    )
     assert bundle.train_size == 24 and bundle.val_size == 6
 
 
@@ -91,8 +103,15 @@ def test_missing_image_folder_names_the_layout(tmp_path) -> None:
 def _loader(n=100, batch=16, **kw):
     images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 8, 8).contiguous()
     labels = torch.arange(n)
-    return TensorLoader(images, labels, batch_size=batch, mean=(0, 0, 0), std=(1 / 255,) * 3,
-                        device=torch.device("cpu"), **kw)
+    return TensorLoader(
+        images,
+        labels,
+        batch_size=batch,
+        mean=(0, 0, 0),
+        std=(1 / 255,) * 3,
+        device=torch.device("cpu"),
+        **kw,
+    )
 
 
 def test_tensor_loader_yields_every_sample_once_per_epoch() -> None:
@@ -143,15 +162,25 @@ def test_crop_offsets_and_flip_rate_match_torchvision_distribution() -> None:
 
 
 def test_shards_cover_every_sample_once() -> None:
-    parts = [shard_indices(101, shuffle=True, seed=1, epoch=0, rank=r, world_size=4, even=False) for r in range(4)]
+    parts = [
+        shard_indices(101, shuffle=True, seed=1, epoch=0, rank=r, world_size=4, even=False)
+        for r in range(4)
+    ]
     assert sorted(torch.cat(parts).tolist()) == list(range(101))
-    even = [shard_indices(101, shuffle=True, seed=1, epoch=0, rank=r, world_size=4, even=True) for r in range(4)]
+    even = [
+        shard_indices(101, shuffle=True, seed=1, epoch=0, rank=r, world_size=4, even=True)
+        for r in range(4)
+    ]
     assert {len(p) for p in even} == {25}
 
 
 def test_torchvision_loader_same_interface(cifar10_root) -> None:
-    cfg = data_cfg(name="cifar10", root=str(cifar10_root), loader="torchvision",
-                   augment={"crop_padding": 4, "hflip": True})
+    cfg = data_cfg(
+        name="cifar10",
+        root=str(cifar10_root),
+        loader="torchvision",
+        augment={"crop_padding": 4, "hflip": True},
+    )
     bundle = build_data(cfg, batch_size=16, num_workers=0)
     bundle.train.set_epoch(0)
     batches = list(bundle.train)

@@ -9,23 +9,46 @@ import torch
 import yaml
 
 from resnets.models import ModelError, build_model, build_model_from_config, list_models
-from resnets.models.summary import count_flops, layer_table, main as summary_main
+from resnets.models.summary import count_flops, layer_table
+from resnets.models.summary import main as summary_main
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
-SMALL_IMAGES = {n for n in list_models() if n.endswith("_cifar") or n.startswith(("resnext29", "wide_resnet28", "wide_resnet16"))}
+SMALL_IMAGES = {
+    n
+    for n in list_models()
+    if n.endswith("_cifar") or n.startswith(("resnext29", "wide_resnet28", "wide_resnet16"))
+}
 SMALL_IMAGES |= {f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)}
 SMALL_IMAGES |= {f"preact_resnet{d}" for d in (110, 164, 1001)}
-SLOW = {"resnet1202", "preact_resnet1001", "resnet152", "seresnet152", "preact_resnet152",
-        "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2", "seresnext101_32x8d",
-        "attention92", "resnext29_16x64d", "resnext29_8x64d", "wide_resnet28_10", "resnet101",
-        "seresnet101", "preact_resnet101", "wide_resnet50_2", "attention56"}
+SLOW = {
+    "resnet1202",
+    "preact_resnet1001",
+    "resnet152",
+    "seresnet152",
+    "preact_resnet152",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet101_2",
+    "seresnext101_32x8d",
+    "attention92",
+    "resnext29_16x64d",
+    "resnext29_8x64d",
+    "wide_resnet28_10",
+    "resnet101",
+    "seresnet101",
+    "preact_resnet101",
+    "wide_resnet50_2",
+    "attention56",
+}
 
 
 def _native(name: str) -> int:
     return 32 if name in SMALL_IMAGES else 224
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in list_models()])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in list_models()]
+)
 def test_every_name_runs_forward_and_backward_at_native_size(name: str) -> None:
     size = _native(name)
     model = build_model(name, num_classes=7, image_size=size)
@@ -61,7 +84,12 @@ def test_backbone_and_feature_maps() -> None:
     assert backbone(torch.randn(1, 3, 224, 224)).shape == (1, 2048, 7, 7)
     fpn = build_model("resnet50", out_indices=[1, 2, 3, 4])
     maps = fpn(torch.randn(1, 3, 224, 224))
-    assert [m.shape[1:] for m in maps] == [(256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
+    assert [m.shape[1:] for m in maps] == [
+        (256, 56, 56),
+        (512, 28, 28),
+        (1024, 14, 14),
+        (2048, 7, 7),
+    ]
     assert [f["num_chs"] for f in fpn.feature_info[1:]] == [256, 512, 1024, 2048]
     assert [f["reduction"] for f in fpn.feature_info[1:]] == [4, 8, 16, 32]
 
@@ -76,8 +104,12 @@ def test_feature_maps_feed_torchvision_faster_rcnn_fpn() -> None:
 
 
 def _shortcut_params(model) -> int:
-    return sum(p.numel() for m in model.modules() if getattr(m, "downsample", None) is not None
-               for p in m.downsample.parameters())
+    return sum(
+        p.numel()
+        for m in model.modules()
+        if getattr(m, "downsample", None) is not None
+        for p in m.downsample.parameters()
+    )
 
 
 def test_shortcut_options() -> None:
@@ -101,8 +133,12 @@ def test_zero_init_residual_makes_blocks_start_as_identity() -> None:
 
 def test_drop_path_increases_linearly_with_depth() -> None:
     net = build_model("resnet", depth=20, stem="cifar", drop_path=0.2, num_classes=10)
-    rates = [b.drop_path.p for layer in (net.layer1, net.layer2, net.layer3) for b in layer
-             if isinstance(b.drop_path, torch.nn.Module) and hasattr(b.drop_path, "p")]
+    rates = [
+        b.drop_path.p
+        for layer in (net.layer1, net.layer2, net.layer3)
+        for b in layer
+        if isinstance(b.drop_path, torch.nn.Module) and hasattr(b.drop_path, "p")
+    ]
     assert rates[0] == pytest.approx(0.2 / 8) and rates[-1] == pytest.approx(0.2)
 
 
@@ -117,7 +153,10 @@ def test_drop_path_increases_linearly_with_depth() -> None:
         ({"name": "resnet50", "stem": "huge"}, r"model\.stem='huge'.*imagenet, cifar, deep, auto"),
         ({"name": "resnet50", "shortcut": "D"}, r"model\.shortcut='D'.*A, B, C"),
         ({"name": "resnet50", "colour": 1}, r"model\.colour=1.*known fields"),
-        ({"name": "resnet", "depth": 18, "block": "bottleneck"}, r"model\.block='bottleneck'.*'basic' for ImageNet depth 18"),
+        (
+            {"name": "resnet", "depth": 18, "block": "bottleneck"},
+            r"model\.block='bottleneck'.*'basic' for ImageNet depth 18",
+        ),
         ({"name": "resnet50", "drop_path": 1.5}, r"model\.drop_path=1\.5.*\[0, 1\)"),
     ],
 )

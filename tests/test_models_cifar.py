@@ -34,7 +34,9 @@ def _params(model: torch.nn.Module) -> int:
 
 
 @pytest.mark.parametrize(("name", "published", "source"), PAPER_COUNTS)
-def test_cifar_counts_match_papers_within_2_percent(name: str, published: float, source: str) -> None:
+def test_cifar_counts_match_papers_within_2_percent(
+    name: str, published: float, source: str
+) -> None:
     count = _params(build_model(name, num_classes=10, image_size=32))
     assert abs(count - published) / published < 0.02, f"{name}: {count} vs {published} ({source})"
 
@@ -61,6 +63,7 @@ def test_attention92_cifar_equals_the_architecture_in_docs() -> None:
 
     Instead, check the build against an independent count of that architecture.
     """
+
     def proj(i, o):
         return i * o
 
@@ -81,5 +84,8 @@ def test_resnet20_layout_is_the_papers() -> None:
     assert [len(net.layer1), len(net.layer2), len(net.layer3)] == [3, 3, 3]
     assert net.layer3[0].conv2.out_channels == 64
     # option A: no parameters in any shortcut
-    assert all(sum(p.numel() for p in b.downsample.parameters()) == 0
-               for layer in (net.layer2, net.layer3) for b in layer[:1])
+    assert all(
+        sum(p.numel() for p in b.downsample.parameters()) == 0
+        for layer in (net.layer2, net.layer3)
+        for b in layer[:1]
+    )

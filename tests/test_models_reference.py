@@ -32,8 +32,16 @@ TIMM = {
     "resnet50d": 25_576_264,
     "resnest50d": 27_483_240,
 }
-BIG = {"resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2", "seresnet152",
-       "seresnext101_32x8d", "seresnet101", "resnet101"}
+BIG = {
+    "resnet152",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet101_2",
+    "seresnet152",
+    "seresnext101_32x8d",
+    "seresnet101",
+    "resnet101",
+}
 
 
 def _params(model: torch.nn.Module) -> int:

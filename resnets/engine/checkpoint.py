@@ -42,7 +42,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(path, f"could not be written ({err}); the previous file is intact") from err
+        raise CheckpointError(
+            path, f"could not be written ({err}); the previous file is intact"
+        ) from err
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable
@@ -50,7 +52,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         os.close(dir_fd)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Load a resnets checkpoint safely; any problem becomes a CheckpointError naming the file."""
     path = Path(path)
     if not path.exists():
@@ -63,11 +67,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict) or not all(k in state for k in REQUIRED_KEYS):
         keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(
-            path, f"is not a resnets checkpoint (needs keys {', '.join(REQUIRED_KEYS)}; found {keys})"
+            path,
+            f"is not a resnets checkpoint (needs keys {', '.join(REQUIRED_KEYS)}; found {keys})",
         )
     if state["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
-            path, f"format_version {state['format_version']} is newer than this code ({FORMAT_VERSION})"
+            path,
+            f"format_version {state['format_version']} is newer than this code ({FORMAT_VERSION})",
         )
     return state
 
@@ -79,10 +85,14 @@ def load_weights_file(path: str | os.PathLike, map_location: str | torch.device 
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling failed"
         raise CheckpointError(
-            path, f"refused: it is not plain tensors and containers, and loading it could run code ({first})"
+            path,
+            f"refused: it is not plain tensors and containers, and loading it could run code ({first})",
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(path, f"is truncated or corrupt ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+        raise CheckpointError(
+            path,
+            f"is truncated or corrupt ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
+        ) from err
 
 
 def move_aside(path: str | os.PathLike) -> Path:
@@ -96,7 +106,7 @@ def move_aside(path: str | os.PathLike) -> Path:
 def capture_rng() -> dict[str, torch.Tensor]:
     """Every RNG the training loop touches, as tensors (weights_only=True can load them)."""
     version, mt_state, gauss = random.getstate()
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    _kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     rng = {
         "python_version": torch.tensor(version),
         "python_state": torch.tensor(mt_state, dtype=torch.int64),
@@ -122,7 +132,13 @@ def restore_rng(rng: dict[str, torch.Tensor]) -> None:
     )
     has_gauss, np_gauss = rng["numpy_gauss"].tolist()
     np.random.set_state(
-        ("MT19937", rng["numpy_keys"].numpy().astype(np.uint32), int(rng["numpy_pos"]), int(has_gauss), np_gauss)
+        (
+            "MT19937",
+            rng["numpy_keys"].numpy().astype(np.uint32),
+            int(rng["numpy_pos"]),
+            int(has_gauss),
+            np_gauss,
+        )
     )
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():

@@ -36,7 +36,9 @@ class DistInfo:
 
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device='cuda' but no CUDA device is visible; accepted here: auto, cpu")
+        raise ValueError(
+            "trainer.device='cuda' but no CUDA device is visible; accepted here: auto, cpu"
+        )
     if requested in ("cuda", "auto") and torch.cuda.is_available():
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
@@ -72,7 +74,9 @@ def wrap_model(model: nn.Module, info: DistInfo, sync_batchnorm: bool) -> nn.Mod
         return model
     if sync_batchnorm:
         if info.device.type != "cuda":
-            raise ValueError("trainer.sync_batchnorm=true needs CUDA (NCCL); accepted on CPU: false")
+            raise ValueError(
+                "trainer.sync_batchnorm=true needs CUDA (NCCL); accepted on CPU: false"
+            )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [info.device.index] if info.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)

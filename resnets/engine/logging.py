@@ -66,7 +66,10 @@ class TensorBoard:
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         if self.writer:
-            clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+            clean = {
+                k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                for k, v in hparams.items()
+            }
             self.writer.add_hparams(clean, dict(metrics), run_name=".")
 
     def close(self) -> None:
@@ -76,4 +79,6 @@ class TensorBoard:
 
 def progress(iterable: Iterable, *, enabled: bool, **kwargs: Any) -> tqdm:
     """A tqdm bar, shown only on a terminal so logs of batch jobs stay clean."""
-    return tqdm(iterable, disable=not (enabled and sys.stdout.isatty()), dynamic_ncols=True, **kwargs)
+    return tqdm(
+        iterable, disable=not (enabled and sys.stdout.isatty()), dynamic_ncols=True, **kwargs
+    )

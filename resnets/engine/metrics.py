@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 
-def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list[int]:
+def topk_correct(
+    logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)
+) -> list[int]:
     """How many samples have their target among the k highest logits, for each k (clipped to C)."""
     return [int(c) for c in topk_correct_tensor(logits, targets, ks)]
 

@@ -26,7 +26,9 @@ class StopRequest:
         return self.signum is not None
 
     def install(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
+        if (
+            threading.current_thread() is threading.main_thread()
+        ):  # signals only reach the main thread
             for sig in self.signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self

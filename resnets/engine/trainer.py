@@ -154,7 +154,11 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.steps_per_epoch = max(1, len(self.data.train) // t.accumulate_grad_batches)
         self.scheduler = build_scheduler(
-            self.optimizer, cfg.sched, steps_per_epoch=self.steps_per_epoch, epochs=t.epochs, lr=cfg.optim.lr
+            self.optimizer,
+            cfg.sched,
+            steps_per_epoch=self.steps_per_epoch,
+            epochs=t.epochs,
+            lr=cfg.optim.lr,
         )
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "16-mixed" else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
@@ -192,7 +196,9 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as err:
-            raise CheckpointError(path, f"does not fit model {self.cfg.model.name!r}: {str(err).splitlines()[0]}") from err
+            raise CheckpointError(
+                path, f"does not fit model {self.cfg.model.name!r}: {str(err).splitlines()[0]}"
+            ) from err
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -243,8 +249,14 @@ class Trainer:
         stop = StopRequest().install()
         log.info(
             "%s (%.2fM params) on %s, precision %s: %d train / %d val images, %d steps per epoch, device %s",
-            cfg.model.name, self.num_params / 1e6, cfg.data.name, t.precision,
-            self.data.train_size, self.data.val_size, self.steps_per_epoch, device,
+            cfg.model.name,
+            self.num_params / 1e6,
+            cfg.data.name,
+            t.precision,
+            self.data.train_size,
+            self.data.val_size,
+            self.steps_per_epoch,
+            device,
         )
         started = time.perf_counter()
         images_seen, train_time = 0, 0.0
@@ -265,20 +277,38 @@ class Trainer:
                         last_val = self._validate_and_save(epoch_time, seen, finished) or last_val
             if stop.requested:
                 self._save("last.pt")
-                log.warning("stopped by signal %d at step %d; last.pt written", stop.signum, self.step)
+                log.warning(
+                    "stopped by signal %d at step %d; last.pt written", stop.signum, self.step
+                )
                 stop.run_hooks()
                 raise TrainingInterrupted(128 + int(stop.signum))
         finally:
             stop.restore()
             self.tb.close()
         if not last_val:  # resumed a finished run: report the checkpoint's model
-            last_val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
-        metrics = self._final_metrics(last_train, last_val, time.perf_counter() - started, images_seen, train_time)
+            last_val = evaluate_model(
+                self.model, self.data.val, device, t.precision, t.channels_last
+            )
+        metrics = self._final_metrics(
+            last_train, last_val, time.perf_counter() - started, images_seen, train_time
+        )
         if main:
             (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            self.tb.hparams(_flat_hparams(cfg), {"hparam/best_val_top1": self.best, "hparam/val_top1": metrics["val_top1"]})
-            log.info("best val top-1 %.2f%% (epoch %d); outputs in %s", self.best, self.best_epoch, self.out)
-            log.info("TensorBoard: tensorboard --logdir %s; checkpoints: %s", self.out / "tb", self.ckpt_dir)
+            self.tb.hparams(
+                _flat_hparams(cfg),
+                {"hparam/best_val_top1": self.best, "hparam/val_top1": metrics["val_top1"]},
+            )
+            log.info(
+                "best val top-1 %.2f%% (epoch %d); outputs in %s",
+                self.best,
+                self.best_epoch,
+                self.out,
+            )
+            log.info(
+                "TensorBoard: tensorboard --logdir %s; checkpoints: %s",
+                self.out / "tb",
+                self.ckpt_dir,
+            )
         D.barrier()
         return self.best
 
@@ -295,11 +325,17 @@ class Trainer:
         window_start, window_images, seen = time.perf_counter(), 0, 0
         last_batch = len(loader) - 1
         bar = progress(
-            loader, enabled=t.progress and self.dist.is_main, total=len(loader), initial=start_batch,
-            desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False,
+            loader,
+            enabled=t.progress and self.dist.is_main,
+            total=len(loader),
+            initial=start_batch,
+            desc=f"epoch {self.epoch + 1}/{t.epochs}",
+            leave=False,
         )
         for i, (images, labels) in enumerate(bar, start=start_batch):
-            images = images.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            images = images.to(device, non_blocking=True).contiguous(
+                memory_format=self.memory_format
+            )
             labels = labels.to(device, non_blocking=True)
             if self.step == 0 and i == 0:
                 self.tb.image_grid("inputs", images, self.data.mean, self.data.std, 0)
@@ -337,8 +373,12 @@ class Trainer:
                 if grad_norm is not None:
                     stats["train/grad_norm"] = float(grad_norm)
                 self.tb.scalars(stats, self.step)
-                bar.set_postfix(loss=f"{stats['train/loss']:.3f}", acc=f"{stats['train/acc']:.1f}",
-                                lr=f"{stats['lr']:.3g}", ips=f"{stats['perf/images_per_s']:.0f}")
+                bar.set_postfix(
+                    loss=f"{stats['train/loss']:.3f}",
+                    acc=f"{stats['train/acc']:.1f}",
+                    lr=f"{stats['lr']:.3g}",
+                    ips=f"{stats['perf/images_per_s']:.0f}",
+                )
                 window_start, window_images = time.perf_counter(), 0
             if stop.requested or self._reached_max_steps():
                 break
@@ -377,21 +417,43 @@ class Trainer:
                 "Lower optim.lr, set trainer.grad_clip, or use trainer.precision=32."
             )
 
-    def _validate_and_save(self, epoch_time: float, seen: int, finished_epoch: bool) -> dict[str, float]:
+    def _validate_and_save(
+        self, epoch_time: float, seen: int, finished_epoch: bool
+    ) -> dict[str, float]:
         t, device = self.cfg.trainer, self.dist.device
-        last = not finished_epoch or self.epoch >= t.epochs  # stopping here: always evaluate and save
+        last = (
+            not finished_epoch or self.epoch >= t.epochs
+        )  # stopping here: always evaluate and save
         val: dict[str, float] = {}
         if last or self.epoch % t.eval_every == 0:
             val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
             scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
             if self.ema is not None:
-                ema = evaluate_model(self.ema.module, self.data.val, device, t.precision, t.channels_last)
-                scalars.update({"val_ema/loss": ema["loss"], "val_ema/acc": ema["top1"], "val_ema/top5": ema["top5"]})
-            scalars.update({"perf/epoch_time_s": epoch_time, "perf/epoch_images_per_s": seen * self.dist.world_size / max(epoch_time, 1e-9)})
+                ema = evaluate_model(
+                    self.ema.module, self.data.val, device, t.precision, t.channels_last
+                )
+                scalars.update(
+                    {
+                        "val_ema/loss": ema["loss"],
+                        "val_ema/acc": ema["top1"],
+                        "val_ema/top5": ema["top5"],
+                    }
+                )
+            scalars.update(
+                {
+                    "perf/epoch_time_s": epoch_time,
+                    "perf/epoch_images_per_s": seen * self.dist.world_size / max(epoch_time, 1e-9),
+                }
+            )
             self.tb.scalars(scalars, self.step)
             log.info(
                 "epoch %d step %d: val loss %.4f top-1 %.2f%% top-5 %.2f%% (%.1fs)",
-                self.epoch, self.step, val["loss"], val["top1"], val["top5"], epoch_time,
+                self.epoch,
+                self.step,
+                val["loss"],
+                val["top1"],
+                val["top5"],
+                epoch_time,
             )
             if val["top1"] > self.best:
                 self.best, self.best_epoch = val["top1"], self.epoch
@@ -441,4 +503,8 @@ def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
             flat[prefix[:-1]] = node
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return {k: v for k, v in flat.items() if k.split(".")[0] in ("model", "optim", "sched", "trainer", "data", "seed")}
+    return {
+        k: v
+        for k, v in flat.items()
+        if k.split(".")[0] in ("model", "optim", "sched", "trainer", "data", "seed")
+    }

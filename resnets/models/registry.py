@@ -36,8 +36,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     "preact_resnet164": {"depth": 164, "block": "bottleneck", "preact": True, "stem": "cifar"},
     "preact_resnet1001": {"depth": 1001, "block": "bottleneck", "preact": True, "stem": "cifar"},
     **{f"resnet{d}": {"depth": d, **_CIFAR_A} for d in (20, 32, 44, 56, 110, 1202)},
-    "resnext29_8x64d": {"depth": 29, "groups": 8, "width_per_group": 64, "base_width": 64, "stem": "cifar"},
-    "resnext29_16x64d": {"depth": 29, "groups": 16, "width_per_group": 64, "base_width": 64, "stem": "cifar"},
+    "resnext29_8x64d": {
+        "depth": 29,
+        "groups": 8,
+        "width_per_group": 64,
+        "base_width": 64,
+        "stem": "cifar",
+    },
+    "resnext29_16x64d": {
+        "depth": 29,
+        "groups": 16,
+        "width_per_group": 64,
+        "base_width": 64,
+        "stem": "cifar",
+    },
     # WRN-d-k: (d - 4) / 6 pre-activation basic blocks per stage, widths 16k, 32k, 64k.
     "wide_resnet28_10": {"layers": [4, 4, 4], "preact": True, "widen_factor": 10, "stem": "cifar"},
     "wide_resnet16_8": {"layers": [2, 2, 2], "preact": True, "widen_factor": 8, "stem": "cifar"},
@@ -102,4 +114,3 @@ def _check_known(args: Mapping[str, Any], known: set[str]) -> None:
     for key in args:
         if key not in known:
             raise ModelError(key, args[key], f"known fields: {', '.join(sorted(known))}")
-

@@ -33,7 +33,9 @@ def resolve_stem(stem: str, image_size: int | None) -> str:
     """`auto` picks the 3x3 CIFAR stem for small images, where a 7x7/2 stem and max pool lose too much."""
     if stem != "auto":
         return stem
-    chosen = "cifar" if image_size is not None and image_size <= CIFAR_MAX_IMAGE_SIZE else "imagenet"
+    chosen = (
+        "cifar" if image_size is not None and image_size <= CIFAR_MAX_IMAGE_SIZE else "imagenet"
+    )
     log.info("stem=auto chose the %s stem for %s px images", chosen, image_size or 224)
     return chosen
 
@@ -55,14 +57,19 @@ def stage_layout(depth: int | None, block: str | None, layers: Sequence[int] | N
                 "block", block, f"'{table_block}' for ImageNet depth {depth} (or give `layers`)"
             )
         return table_block, table_layers
-    rules = {"basic": (6, "6n+2: 20, 32, 44, 56, 110, 1202"), "bottleneck": (9, "9n+2: 29, 164, 1001")}
+    rules = {
+        "basic": (6, "6n+2: 20, 32, 44, 56, 110, 1202"),
+        "bottleneck": (9, "9n+2: 29, 164, 1001"),
+    }
     candidates = [block] if block else ["basic", "bottleneck"]
     for name in candidates:
         per, _ = rules[name]
         if depth > 2 and (depth - 2) % per == 0:
             return name, ((depth - 2) // per,) * 3
-    accepted = ", ".join(str(d) for d in IMAGENET_LAYERS) + " (ImageNet) or " + "; ".join(
-        rules[name][1] for name in candidates
+    accepted = (
+        ", ".join(str(d) for d in IMAGENET_LAYERS)
+        + " (ImageNet) or "
+        + "; ".join(rules[name][1] for name in candidates)
     )
     raise ModelError("depth", depth, accepted + " (CIFAR)")
 

@@ -1,6 +1,6 @@
 """Layer table, parameter totals and FLOPs of a named network.
 
-    python -m resnets.models.summary resnet50 --input-size 224 --num-classes 1000
+python -m resnets.models.summary resnet50 --input-size 224 --num-classes 1000
 """
 
 from __future__ import annotations

@@ -1,0 +1,138 @@
+"""Every config option composes through Hydra and builds; bad values stop with a named field."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from resnets.config import ConfigError, validate
+from resnets.data import build_data
+from resnets.models import build_model_from_config
+from resnets.optim import build_optimizer, build_scheduler
+
+from .helpers import REPO, compose_train, run_train_cli
+
+CONF = REPO / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_every_model_option_composes_and_builds(name: str) -> None:
+    cfg = compose_train([f"model={name}"])
+    validate(cfg)
+    assert cfg.model.name == name
+    model = build_model_from_config(cfg.model, num_classes=10, in_chans=3, image_size=32)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_model_fields_override_any_preset() -> None:
+    cfg = compose_train(["model=resnext50_32x4d", "model.depth=101", "model.attention=se"])
+    model = build_model_from_config(cfg.model, num_classes=10, in_chans=3, image_size=32)
+    assert (
+        len(model.layer3) == 23
+        and model.layer1[0].se is not None
+        and model.layer1[0].conv2.groups == 32
+    )
+
+
+@pytest.mark.parametrize("name", options("data"))
+def test_every_data_option_composes_and_builds(
+    name, cifar10_root, cifar100_root, imagefolder_root
+) -> None:
+    roots = {
+        "cifar10": cifar10_root,
+        "cifar100": cifar100_root,
+        "imagenet": imagefolder_root,
+        "imagefolder": imagefolder_root,
+    }
+    overrides = [f"data={name}"] + ([f"data.root={roots[name]}"] if name in roots else [])
+    cfg = compose_train(overrides)
+    validate(cfg)
+    bundle = build_data(cfg.data, batch_size=4, num_workers=0)
+    images, labels = next(iter(bundle.val))
+    assert images.shape[1:] == (
+        bundle.in_chans,
+        cfg.data.get("val_crop") or bundle.image_size,
+        cfg.data.get("val_crop") or bundle.image_size,
+    )
+    assert labels.max() < bundle.num_classes
+
+
+@pytest.mark.parametrize("optim", options("optim"))
+@pytest.mark.parametrize("sched", options("sched"))
+def test_every_optim_and_sched_option_builds(optim: str, sched: str) -> None:
+    cfg = compose_train([f"optim={optim}", f"sched={sched}"])
+    validate(cfg)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = build_optimizer(model, cfg.optim)
+    sch = build_scheduler(opt, cfg.sched, steps_per_epoch=10, epochs=100, lr=cfg.optim.lr)
+    for _ in range(1000):
+        opt.step()
+        sch.step()
+    assert opt.param_groups[0]["lr"] >= 0
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_every_trainer_option_composes(trainer: str) -> None:
+    cfg = compose_train([f"trainer={trainer}"])
+    validate(cfg)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes(experiment: str) -> None:
+    cfg = compose_train([f"+experiment={experiment}"])
+    validate(cfg)
+    assert cfg.run_name == experiment
+
+
+def test_paper_resnet56_schedule() -> None:
+    cfg = compose_train(["+experiment=cifar10_resnet56"])
+    assert cfg.model.name == "resnet56" and cfg.data.name == "cifar10"
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.trainer.batch_size) == (0.1, 1e-4, 128)
+    assert cfg.trainer.max_steps == 64000 and list(cfg.sched.milestones) == [82, 123]
+    # 50,000 images / 128 = 390 full batches: the milestones land at 32k and 48k iterations
+    assert [round(m * 390, -3) for m in cfg.sched.milestones] == [32000, 48000]
+
+
+@pytest.mark.parametrize(
+    ("override", "pattern"),
+    [
+        ("trainer.precision=fp8", r"trainer\.precision='fp8'.*accepted: 32, bf16-mixed, 16-mixed"),
+        ("optim.name=adam", r"optim\.name='adam'.*accepted: sgd, adamw"),
+        ("sched.name=poly", r"sched\.name='poly'.*cosine, step, multistep, onecycle, constant"),
+        ("trainer.batch_size=0", r"trainer\.batch_size=0.*positive"),
+        ("trainer.label_smoothing=1.5", r"trainer\.label_smoothing=1\.5.*\[0, 1\)"),
+        ("data.loader=dali", r"data\.loader='dali'.*auto, tensor, torchvision"),
+    ],
+)
+def test_bad_values_name_field_and_accepted(override: str, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        validate(compose_train([override]))
+
+
+def test_schema_rejects_unknown_fields_and_wrong_types() -> None:
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_train(["trainer.epoch=3"])
+    assert "epoch" in str(info.value.__cause__ or info.value)
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_train(["trainer.batch_size=many"])
+
+
+def test_cli_errors_are_clear_and_do_no_work(tmp_path) -> None:
+    result = run_train_cli(
+        ["model=resnet", "model.depth=42", f"hydra.run.dir={tmp_path}"], timeout=120
+    )
+    assert result.returncode != 0
+    assert "model.depth=42 is not valid; accepted: 18, 34, 50, 101, 152 (ImageNet)" in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+    missing = run_train_cli(
+        ["data=cifar10", f"data.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path}"], timeout=120
+    )
+    assert "no cifar10 batches at" in missing.stderr and "data.download=true" in missing.stderr
+    group = run_train_cli(["model=resnet51"], timeout=120)  # Hydra lists the presets
+    assert "Could not find 'model/resnet51'" in group.stderr and "\tresnet50\n" in group.stderr
