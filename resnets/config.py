@@ -212,3 +212,26 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.grad_clip={t.grad_clip!r} is not valid; accepted: null or a positive number"
         )
+
+
+@dataclass
+class EvalConfig:
+    """conf/evaluate.yaml: what to score and how; model/data/trainer fields given on the command
+    line override the ones stored in the checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ckpt: str | None = None
+    weights: str | None = None
+    sweep: str | None = None
+    rescore: bool = True
+    use_ema: bool = False
+    tta: str = "none"  # none | flip
+    precision: str = "32"
+    seed: int = 0
+    output_dir: str | None = None
+
+
+def register_eval_configs() -> None:
+    ConfigStore.instance().store(name="evaluate_schema", node=EvalConfig)

@@ -57,12 +57,6 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a resnets checkpoint safely; any problem becomes a CheckpointError naming the file."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(path, "no such file")
-    if path.is_dir():
-        raise CheckpointError(path, "is a directory, not a checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(path, "is empty (0 bytes)")
     state = load_weights_file(path, map_location)
     if not isinstance(state, dict) or not all(k in state for k in REQUIRED_KEYS):
         keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
@@ -80,6 +74,13 @@ def load_checkpoint(
 
 def load_weights_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """`torch.load(weights_only=True)` with its failures turned into one-line CheckpointErrors."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(path, "no such file")
+    if path.is_dir():
+        raise CheckpointError(path, "is a directory, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(path, "is empty (0 bytes)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -89,9 +90,10 @@ def load_weights_file(path: str | os.PathLike, map_location: str | torch.device 
             f"refused: it is not plain tensors and containers, and loading it could run code ({first})",
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        detail = str(err).split(". ")[0].splitlines()[0] if str(err) else ""
         raise CheckpointError(
             path,
-            f"is truncated or corrupt ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
+            f"is truncated or corrupt ({type(err).__name__}: {detail})",
         ) from err
 
 

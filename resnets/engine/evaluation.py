@@ -1,0 +1,257 @@
+"""Score a checkpoint (or published weights) on a split and write the report.
+
+The model and data are rebuilt from the config stored in the checkpoint; only what the user set
+on the command line replaces it. Every file is read with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ..config import ConfigError
+from ..data import build_data
+from ..models import build_model_from_config
+from ..models.summary import count_flops
+from . import distributed as D
+from .checkpoint import CheckpointError, load_checkpoint, load_weights_file
+from .logging import TensorBoard
+from .metrics import classification_report
+from .plots import confusion_figure, reliability_diagram
+from .trainer import autocast
+
+log = logging.getLogger(__name__)
+TTA = ("none", "flip")
+CHECKPOINT_GROUPS = ("model", "data", "trainer")
+
+
+def override_keys(overrides: Sequence[str]) -> list[str]:
+    """The config keys a command line set: 'data.split=test' -> 'data.split', '+x=1' -> 'x'."""
+    return [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
+
+
+def merged_run_config(cfg: DictConfig, stored: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The checkpoint's config with the command line's model/data/trainer settings laid over it."""
+    run = OmegaConf.create(OmegaConf.to_container(stored, resolve=True))
+    for key in override_keys(overrides):
+        if key.split(".")[0] not in CHECKPOINT_GROUPS:
+            continue
+        # a group choice (data=imagenet) replaces the node; a field (data.split=test) the value
+        OmegaConf.update(run, key, OmegaConf.select(cfg, key), merge=False)
+    return run
+
+
+def state_from_file(path: Path, use_ema: bool) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Model weights from a resnets checkpoint, a bare state dict, or a {'state_dict': ...} file."""
+    raw = load_weights_file(path)
+    if isinstance(raw, dict) and "format_version" in raw:
+        state = load_checkpoint(path)
+        if not use_ema:
+            return state["model"], state
+        if state.get("ema") is None:
+            raise CheckpointError(
+                path,
+                "use_ema=true but this checkpoint has no EMA weights (trainer.ema_decay was off)",
+            )
+        ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+        return ema, state
+    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
+        raw = raw["state_dict"]
+    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise CheckpointError(path, "is neither a resnets checkpoint nor a state dict of tensors")
+    if use_ema:
+        raise CheckpointError(
+            path, "use_ema=true needs a resnets checkpoint; this is a bare state dict"
+        )
+    return raw, None
+
+
+def load_strict(model: nn.Module, weights: dict[str, torch.Tensor], path: Path, name: str) -> None:
+    """Load every key with matching shapes, or fail naming the first key that does not fit."""
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # shapes differ
+        first = next(
+            (line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)
+        )
+        raise CheckpointError(path, f"does not match model {name!r}: {first}") from err
+    problems = []
+    if result.missing_keys:
+        problems.append(f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[0]})")
+    if result.unexpected_keys:
+        problems.append(
+            f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[0]})"
+        )
+    if problems:
+        raise CheckpointError(path, f"does not match model {name!r}: {'; '.join(problems)}")
+
+
+@torch.no_grad()
+def collect_logits(
+    model: nn.Module, loader, device: torch.device, precision: str, tta: str, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """All logits and labels of the loader (every rank's shard, gathered), and images/s."""
+    model.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    logits, labels, seconds = [], [], 0.0
+    for images, targets in loader:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        start = time.perf_counter()
+        with autocast(device, precision):
+            out = model(images).float()
+            if tta == "flip":  # average with the mirror image's logits
+                out = (out + model(images.flip(3)).float()) / 2
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - start
+        logits.append(out.cpu())
+        labels.append(targets.cpu())
+    local = (torch.cat(logits), torch.cat(labels))
+    n_local = len(local[1])
+    if dist.is_available() and dist.is_initialized():
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, local)
+        local = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    return local[0], local[1], n_local / max(seconds, 1e-9)
+
+
+def eval_dir_for(cfg: DictConfig, ckpt: Path | None, default_root: Path, split: str) -> Path:
+    tag = "eval" + "".join(
+        f"-{part}"
+        for part, on in ((split, split != "val"), ("ema", cfg.use_ema), ("flip", cfg.tta == "flip"))
+        if on
+    )
+    if cfg.get("output_dir"):
+        return Path(cfg.output_dir)
+    if ckpt is not None:
+        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        return run_dir / tag
+    return default_root / tag
+
+
+def evaluate_run(
+    cfg: DictConfig, overrides: Sequence[str], default_root: Path, *, plots: bool = True
+) -> dict:
+    """The whole job of `python evaluate.py ckpt=... | weights=...`; returns the metrics written."""
+    if cfg.tta not in TTA:
+        raise ConfigError(f"tta={cfg.tta!r} is not valid; accepted: {', '.join(TTA)}")
+    if cfg.precision not in ("32", "bf16-mixed", "16-mixed"):
+        raise ConfigError(
+            f"precision={cfg.precision!r} is not valid; accepted: 32, bf16-mixed, 16-mixed"
+        )
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else None
+    source = ckpt or (Path(cfg.weights) if cfg.weights else None)
+    if source is None:
+        raise ConfigError(
+            "evaluate.py needs ckpt=PATH (a resnets checkpoint), weights=PATH with model= and data=, or sweep=DIR"
+        )
+    weights, state = state_from_file(source, bool(cfg.use_ema))
+    if state is not None:
+        run = merged_run_config(cfg, OmegaConf.create(state["config"]), overrides)
+    else:
+        if OmegaConf.is_missing(cfg.model, "name") or OmegaConf.is_missing(cfg.data, "name"):
+            raise ConfigError(
+                f"{source}: a bare state dict needs model=NAME and data=NAME on the command line"
+            )
+        run = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    info = D.init_distributed(run.trainer)
+    if cfg.precision == "16-mixed" and info.device.type != "cuda":
+        raise ConfigError("precision='16-mixed' needs CUDA; accepted on CPU: 32, bf16-mixed")
+    split = str(run.data.get("split", "val"))
+    t = run.trainer
+    data = build_data(
+        run.data,
+        batch_size=t.batch_size,
+        eval_batch_size=t.get("eval_batch_size") or t.batch_size,
+        num_workers=t.workers,
+        device=info.device,
+        seed=run.get("seed", 0),
+        rank=info.rank,
+        world_size=info.world_size,
+        split=split,
+    )
+    model = build_model_from_config(
+        run.model, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size
+    )
+    load_strict(model, weights, source, str(run.model.name))
+    model.to(info.device)
+    logits, labels, images_per_s = collect_logits(
+        model, data.val, info.device, cfg.precision, cfg.tta, bool(t.get("channels_last", False))
+    )
+    report = classification_report(logits, labels, data.class_names)
+    eval_size = int(run.data.get("val_crop") or data.image_size)
+    out = eval_dir_for(cfg, ckpt, default_root, split)
+    matrix = report.pop("confusion_matrix")
+    metrics = {
+        "checkpoint": str(source),
+        "model": str(run.model.name),
+        "data": str(run.data.name),
+        "split": split,
+        "use_ema": bool(cfg.use_ema),
+        "tta": cfg.tta,
+        "precision": cfg.precision,
+        **report,
+        "images_per_s": images_per_s * info.world_size,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "gflops": count_flops(model, eval_size, data.in_chans) / 1e9,
+        "step": int(state["step"]) if state else None,
+    }
+    if info.is_main:
+        _write_report(out, metrics, matrix, data.class_names, plots)
+    return metrics
+
+
+def _write_report(
+    out: Path, metrics: dict, matrix: torch.Tensor, class_names: list[str], plots: bool
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with open(out / "per_class.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["class", "precision", "recall", "f1", "support"])
+        writer.writeheader()
+        writer.writerows(metrics["per_class"])
+    torch.save(matrix, out / "confusion_matrix.pt")
+    if plots:
+        reliability_diagram(metrics["reliability"], metrics["ece"], out / "reliability.png")
+        confusion_figure(matrix, class_names, out / "confusion_matrix.png")
+    tb = TensorBoard(out / "tb")
+    step = metrics["step"] or 0
+    tb.scalars(
+        {
+            f"eval/{k}": metrics[k]
+            for k in ("top1", "top5", "nll", "ece", "macro_f1", "images_per_s")
+        },
+        step,
+    )
+    tb.close()
+    log.info("wrote %s", out)
+
+
+def format_table(metrics: dict) -> str:
+    rows = [
+        ("checkpoint", metrics["checkpoint"]),
+        (
+            "model / data / split",
+            f"{metrics['model']} / {metrics['data']} / {metrics['split']} ({metrics['samples']} images)",
+        ),
+        ("top-1", f"{metrics['top1']:.2f}%"),
+        ("top-5", f"{metrics['top5']:.2f}%"),
+        ("NLL", f"{metrics['nll']:.4f}"),
+        ("ECE (15 bins)", f"{100 * metrics['ece']:.2f}%"),
+        ("macro F1", f"{metrics['macro_f1']:.4f}"),
+        ("images/s", f"{metrics['images_per_s']:.0f}"),
+        ("parameters", f"{metrics['num_params']:,}"),
+        ("GFLOPs", f"{metrics['gflops']:.3f}"),
+    ]
+    width = max(len(k) for k, _ in rows) + 2
+    return "\n".join(f"{k:<{width}}{v}" for k, v in rows)

@@ -1,0 +1,69 @@
+"""Evaluation metrics on fixed logits against scikit-learn and hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import confusion_matrix as sk_confusion
+from sklearn.metrics import log_loss, precision_recall_fscore_support, top_k_accuracy_score
+
+from resnets.engine.metrics import (
+    classification_report,
+    expected_calibration_error,
+    topk_correct,
+)
+
+
+@pytest.fixture
+def fixed():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(500, 12, generator=gen) * 2
+    targets = torch.randint(0, 12, (500,), generator=gen)
+    logits[torch.arange(250), targets[:250]] += 3  # half are easy, so accuracy is not trivial
+    return logits, targets
+
+
+def test_topk_and_nll_equal_scikit_learn(fixed) -> None:
+    logits, targets = fixed
+    report = classification_report(logits, targets, [str(i) for i in range(12)])
+    labels = np.arange(12)
+    assert report["top1"] == pytest.approx(
+        100 * top_k_accuracy_score(targets, logits, k=1, labels=labels)
+    )
+    assert report["top5"] == pytest.approx(
+        100 * top_k_accuracy_score(targets, logits, k=5, labels=labels)
+    )
+    probs = logits.softmax(1).double().numpy()
+    assert report["nll"] == pytest.approx(log_loss(targets, probs, labels=labels), rel=1e-5)
+
+
+def test_per_class_and_confusion_equal_scikit_learn(fixed) -> None:
+    logits, targets = fixed
+    report = classification_report(logits, targets, [f"c{i}" for i in range(12)])
+    predicted = logits.argmax(1)
+    p, r, f, s = precision_recall_fscore_support(
+        targets, predicted, labels=np.arange(12), zero_division=0
+    )
+    assert [row["precision"] for row in report["per_class"]] == pytest.approx(p.tolist())
+    assert [row["recall"] for row in report["per_class"]] == pytest.approx(r.tolist())
+    assert [row["f1"] for row in report["per_class"]] == pytest.approx(f.tolist())
+    assert [row["support"] for row in report["per_class"]] == s.tolist()
+    assert np.array_equal(
+        report["confusion_matrix"].numpy(), sk_confusion(targets, predicted, labels=np.arange(12))
+    )
+
+
+def test_ece_by_hand() -> None:
+    # three samples: confidences 0.9 (right), 0.9 (wrong), 0.6 (right); 15 bins of width 1/15
+    probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6]])
+    targets = torch.tensor([0, 1, 1])
+    # bin with 0.9: mean conf 0.9, acc 0.5 -> gap 0.4, weight 2/3; bin with 0.6: gap 0.4, weight 1/3
+    assert expected_calibration_error(probs, targets) == pytest.approx(0.4)
+    perfect = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert expected_calibration_error(perfect, torch.tensor([0, 1])) == pytest.approx(0.0)
+
+
+def test_topk_clips_k_to_classes() -> None:
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]])
+    assert topk_correct(logits, torch.tensor([1, 2]), (1, 5)) == [1, 2]
