@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -81,13 +82,20 @@ def load_weights_file(path: str | os.PathLike, map_location: str | torch.device 
         raise CheckpointError(path, "is a directory, not a checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(path, "is empty (0 bytes)")
+    if not _starts_like_torch_file(path):
+        raise CheckpointError(path, "is not a PyTorch file (neither a zip archive nor a pickle)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling failed"
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if found:  # the file asks to import and call something: never allowed
+            raise CheckpointError(
+                path,
+                f"refused: it would import and call {found.group(1)} on loading, so it could "
+                "run code (weights_only=True allows only tensors and plain containers)",
+            ) from err
         raise CheckpointError(
-            path,
-            f"refused: it is not plain tensors and containers, and loading it could run code ({first})",
+            path, f"is truncated or corrupt ({_weights_only_reason(err)})"
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         detail = str(err).split(". ")[0].splitlines()[0] if str(err) else ""
@@ -95,6 +103,18 @@ def load_weights_file(path: str | os.PathLike, map_location: str | torch.device 
             path,
             f"is truncated or corrupt ({type(err).__name__}: {detail})",
         ) from err
+
+
+def _starts_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive; files from before torch 1.6 are a bare pickle."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
+def _weights_only_reason(err: Exception) -> str:
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+    return found.group(1).strip() if found else type(err).__name__
 
 
 def move_aside(path: str | os.PathLike) -> Path:

@@ -156,6 +156,12 @@ def evaluate_run(
             "evaluate.py needs ckpt=PATH (a resnets checkpoint), weights=PATH with model= and data=, or sweep=DIR"
         )
     weights, state = state_from_file(source, bool(cfg.use_ema))
+    if ckpt is not None and state is None:
+        raise CheckpointError(
+            ckpt,
+            "is a bare state dict, not a resnets checkpoint; "
+            "score it with weights=PATH model=NAME data=NAME",
+        )
     if state is not None:
         run = merged_run_config(cfg, OmegaConf.create(state["config"]), overrides)
     else:
