@@ -1,11 +1,18 @@
 """Train any network of the ResNet family: python train.py model=resnet50 data=cifar10 [field=value ...]"""
 
+import os
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from resnets.config import register_configs
 
 register_configs()
+
+if int(os.environ.get("RANK", "0")) > 0:
+    # torchrun workers other than rank 0 write nothing: rank 0 alone owns the run directory
+    sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")

@@ -174,6 +174,49 @@ def test_shards_cover_every_sample_once() -> None:
     assert {len(p) for p in even} == {25}
 
 
+def test_training_shards_deal_whole_batches_like_accumulation() -> None:
+    """Step k on W ranks sees the W micro-batches that one process accumulating W would see."""
+    full = shard_indices(103, shuffle=True, seed=3, epoch=2, rank=0, world_size=1, even=True)
+    shards = [
+        shard_indices(103, shuffle=True, seed=3, epoch=2, rank=r, world_size=2, even=True, chunk=8)
+        for r in range(2)
+    ]
+    assert {len(p) for p in shards} == {51}  # 6 rounds of 8 each, then the 7-sample tail split
+    for k in range(6):
+        for r in range(2):
+            micro = 2 * k + r
+            assert shards[r][8 * k : 8 * k + 8].tolist() == full[8 * micro : 8 * micro + 8].tolist()
+    used = torch.cat(shards).tolist()
+    assert len(set(used)) == len(used) == 102
+
+
+def test_tensor_loader_ranks_reproduce_the_one_process_batches_with_augmentation() -> None:
+    images = torch.randint(0, 256, (96, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(96)
+    common = dict(
+        batch_size=12,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        device=torch.device("cpu"),
+        train=True,
+        seed=5,
+        crop_padding=2,
+        hflip=True,
+        cutout=3,
+    )
+    single = TensorLoader(images, labels, **common)
+    ranks = [TensorLoader(images, labels, rank=r, world_size=2, **common) for r in range(2)]
+    for loader in (single, *ranks):
+        loader.set_epoch(1)
+    micro = list(single)
+    per_rank = [list(loader) for loader in ranks]
+    assert len(micro) == 8 and all(len(p) == 4 for p in per_rank)
+    for k in range(4):
+        for r in range(2):
+            assert torch.equal(per_rank[r][k][0], micro[2 * k + r][0])
+            assert torch.equal(per_rank[r][k][1], micro[2 * k + r][1])
+
+
 def test_torchvision_loader_same_interface(cifar10_root) -> None:
     cfg = data_cfg(
         name="cifar10",

@@ -22,17 +22,39 @@ def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
 
 
 def shard_indices(
-    n: int, *, shuffle: bool, seed: int, epoch: int, rank: int, world_size: int, even: bool
+    n: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    even: bool,
+    chunk: int = 1,
 ) -> torch.Tensor:
-    """This rank's sample indices for one epoch: a seeded permutation dealt round-robin.
+    """This rank's sample indices for one epoch of a seeded permutation.
 
-    `even` trims the tail so every rank gets the same count (training, where ranks step together);
-    without it rank r gets r, r+W, ... and the shards together hold every sample exactly once.
+    Training (`even`): the permutation is cut into chunks of `chunk` (the per-rank batch) and dealt
+    round-robin, so step k of W ranks uses the same W batches that one process accumulating W
+    micro-batches uses; every rank gets the same count. Evaluation: rank r gets samples r, r+W, ...
+    with no padding, so the shards together hold every sample exactly once.
     """
-    order = torch.randperm(n, generator=epoch_generator(seed, epoch)) if shuffle else torch.arange(n)
-    if even:
-        order = order[: n - n % world_size]
-    return order[rank::world_size]
+    order = (
+        torch.randperm(n, generator=epoch_generator(seed, epoch)) if shuffle else torch.arange(n)
+    )
+    if not even:
+        return order[rank::world_size]
+    rounds = n // (chunk * world_size)
+    dealt = rounds * chunk * world_size
+    whole = order[:dealt].view(rounds, world_size, chunk)[:, rank].reshape(-1)
+    tail = order[dealt:]  # fewer than one chunk per rank: split evenly, the rest dropped
+    tail = tail[: len(tail) - len(tail) % world_size][rank::world_size]
+    return torch.cat([whole, tail])
+
+
+def global_batch_index(batch: int, rank: int, world_size: int) -> int:
+    """Which micro-batch of a one-process run this rank's batch is (seeds its augmentation)."""
+    return batch * world_size + rank
 
 
 def random_crop(images: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
@@ -114,6 +136,7 @@ class TensorLoader:
             rank=self.rank,
             world_size=self.world_size,
             even=self.train,
+            chunk=self.batch_size,
         )
 
     def __len__(self) -> int:
@@ -126,7 +149,8 @@ class TensorLoader:
             idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
             images = self.images[idx]
             if self.train:
-                images = self.augment(images, epoch_generator(self.seed, self.epoch, salt=b + 1))
+                salt = global_batch_index(b, self.rank, self.world_size) + 1
+                images = self.augment(images, epoch_generator(self.seed, self.epoch, salt=salt))
             yield (images.float() - self.mean) / self.std, self.labels[idx]
         self.skip_batches = 0  # a skip applies to one pass only
 
@@ -141,13 +165,24 @@ class TensorLoader:
 
 
 class EpochSampler(Sampler[int]):
-    """DistributedSampler's contract (seeded per-epoch order, shards) plus resuming mid-epoch."""
+    """DistributedSampler's contract (seeded per-epoch order, shards) plus resuming mid-epoch.
+
+    DistributedSampler pads evaluation shards with repeated samples and cannot start mid-epoch;
+    this sampler does neither."""
 
     def __init__(
-        self, n: int, *, shuffle: bool, seed: int, rank: int, world_size: int, even: bool
+        self,
+        n: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        rank: int,
+        world_size: int,
+        even: bool,
+        chunk: int = 1,
     ) -> None:
         self.n, self.shuffle, self.seed = n, shuffle, seed
-        self.rank, self.world_size, self.even = rank, world_size, even
+        self.rank, self.world_size, self.even, self.chunk = rank, world_size, even, chunk
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, skip_samples: int = 0) -> None:
@@ -162,6 +197,7 @@ class EpochSampler(Sampler[int]):
             rank=self.rank,
             world_size=self.world_size,
             even=self.even,
+            chunk=self.chunk,
         )
 
     def __len__(self) -> int:
@@ -194,7 +230,13 @@ class SamplerLoader:
         self.batch_size = batch_size
         self.drop_last = drop_last and train
         self.sampler = EpochSampler(
-            len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world_size, even=train
+            len(dataset),
+            shuffle=train,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            even=train,
+            chunk=batch_size,
         )
         self.generator = torch.Generator()
         self.seed = seed

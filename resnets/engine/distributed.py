@@ -98,6 +98,22 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
+    """Give every rank rank 0's buffers (batch-norm statistics drift apart between DDP's
+    forward-time broadcasts), so all ranks evaluate the weights that rank 0 checkpoints."""
+    if dist.is_available() and dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=src)
+
+
+def all_reduce_max(value: int, device: torch.device) -> int:
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return int(box.item())
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not (dist.is_available() and dist.is_initialized()):
         return obj

@@ -28,11 +28,13 @@ def attach_log_file(path: Path) -> None:
 
 
 def silence_file_logs() -> None:
-    """Non-zero ranks write nothing: drop the file handlers Hydra gave them."""
+    """Non-zero ranks write nothing and print only warnings: rank 0 speaks for the run."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, logging.FileHandler):
             root.removeHandler(handler)
+        else:
+            handler.setLevel(max(handler.level, logging.WARNING))
 
 
 class TensorBoard:

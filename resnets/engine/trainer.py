@@ -105,6 +105,10 @@ class Trainer:
             output_dir = HydraConfig.get().runtime.output_dir
         # every rank uses rank 0's directory (their Hydra timestamps may differ)
         self.out = Path(D.broadcast_object(str(output_dir)))
+        own = Path(output_dir)
+        if not self.dist.is_main and own.resolve() != self.out.resolve() and own.is_dir():
+            with contextlib.suppress(OSError):  # only ever removes an empty directory
+                own.rmdir()
         self.ckpt_dir = self.out / "checkpoints"
         t = cfg.trainer
         if t.precision == "16-mixed" and self.dist.device.type != "cuda":
@@ -241,12 +245,15 @@ class Trainer:
         self._setup()
         self._resume()
         main = self.dist.is_main
-        self.tb = TensorBoard(self.out / "tb" if main else None, purge_step=self.step or None)
+        # events after the checkpoint belong to the interrupted attempt: TensorBoard drops them
+        self.tb = TensorBoard(
+            self.out / "tb" if main else None, purge_step=self.step + 1 if self.step else None
+        )
         if self.step == 0:
             self.tb.text("config", OmegaConf.to_yaml(cfg, resolve=True))
         net = D.wrap_model(self.model, self.dist, t.sync_batchnorm)
         forward = torch.compile(net) if t.compile else net
-        stop = StopRequest().install()
+        stop = StopRequest.for_this_job().install()
         log.info(
             "%s (%.2fM params) on %s, precision %s: %d train / %d val images, %d steps per epoch, device %s",
             cfg.model.name,
@@ -280,7 +287,7 @@ class Trainer:
                 log.warning(
                     "stopped by signal %d at step %d; last.pt written", stop.signum, self.step
                 )
-                stop.run_hooks()
+                stop.hand_over()  # under submitit: requeue the job (exits here on rank 0)
                 raise TrainingInterrupted(128 + int(stop.signum))
         finally:
             stop.restore()
@@ -380,15 +387,31 @@ class Trainer:
                     ips=f"{stats['perf/images_per_s']:.0f}",
                 )
                 window_start, window_images = time.perf_counter(), 0
-            if stop.requested or self._reached_max_steps():
+            # ranks must stop at the same step; they compare notes where the loop syncs anyway
+            if self._agree_to_stop(stop, at_sync_point=self.step % t.log_every == 0):
+                break
+            if self._reached_max_steps():
                 break
         bar.close()
+        self._agree_to_stop(stop, at_sync_point=True)
         self._check_finite(sums[0], f"in epoch {self.epoch + 1}")
         if self.batch_in_epoch >= len(loader):  # the epoch ran to its end
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         totals = D.all_reduce_sum(sums.clone())
         samples = max(totals[2].item(), 1)
         return {"loss": totals[0].item() / samples, "top1": 100 * totals[1].item() / samples}, seen
+
+    def _agree_to_stop(self, stop: StopRequest, at_sync_point: bool) -> bool:
+        """One process stops when signalled; ranks all-reduce the signal number at sync points,
+        so a signal that reached any rank stops every rank at the same step."""
+        if not self.dist.distributed:
+            return stop.requested
+        if not at_sync_point:
+            return False
+        signum = D.all_reduce_max(int(stop.signum or 0), self.dist.device)
+        if signum:
+            stop.signum = stop.signum or signum
+        return bool(signum)
 
     def _optimizer_step(self, log_now: bool) -> torch.Tensor | None:
         t = self.cfg.trainer
@@ -426,6 +449,9 @@ class Trainer:
         )  # stopping here: always evaluate and save
         val: dict[str, float] = {}
         if last or self.epoch % t.eval_every == 0:
+            D.broadcast_buffers(self.model)
+            if self.ema is not None:
+                D.broadcast_buffers(self.ema)
             val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
             scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
             if self.ema is not None:
