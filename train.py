@@ -17,9 +17,15 @@ if int(os.environ.get("RANK", "0")) > 0:
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    from resnets.engine.trainer import train
+    from resnets.engine.cli import USER_ERRORS
+    from resnets.engine.trainer import NonFiniteLossError, train
 
-    return train(cfg)
+    try:
+        return train(cfg)
+    except (*USER_ERRORS, NonFiniteLossError) as err:
+        # bad input or a diverged run: one line naming the field or file, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

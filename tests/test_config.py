@@ -127,12 +127,21 @@ def test_cli_errors_are_clear_and_do_no_work(tmp_path) -> None:
     result = run_train_cli(
         ["model=resnet", "model.depth=42", f"hydra.run.dir={tmp_path}"], timeout=120
     )
-    assert result.returncode != 0
-    assert "model.depth=42 is not valid; accepted: 18, 34, 50, 101, 152 (ImageNet)" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: model.depth=42 is not valid; accepted: 18, 34, 50, 101, 152 (ImageNet) or "
+        "6n+2: 20, 32, 44, 56, 110, 1202; 9n+2: 29, 164, 1001 (CIFAR)"
+    ]  # one line, no traceback
     assert not (tmp_path / "checkpoints").exists()
     missing = run_train_cli(
         ["data=cifar10", f"data.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path}"], timeout=120
     )
-    assert "no cifar10 batches at" in missing.stderr and "data.download=true" in missing.stderr
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert f"no cifar10 batches at {tmp_path / 'none' / 'cifar-10-batches-py'}" in missing.stderr
+    assert "data.download=true" in missing.stderr
+    bad = run_train_cli(["trainer.precision=fp8", f"hydra.run.dir={tmp_path}"], timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "error: trainer.precision='fp8' is not valid; accepted: 32, bf16-mixed, 16-mixed"
+    )
     group = run_train_cli(["model=resnet51"], timeout=120)  # Hydra lists the presets
     assert "Could not find 'model/resnet51'" in group.stderr and "\tresnet50\n" in group.stderr
