@@ -110,6 +110,7 @@ class TrainerConfig:
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
     accumulate_grad_batches: int = 1
     grad_clip: float | None = None
     deterministic: bool = False
@@ -147,6 +148,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.precision": ("32", "bf16-mixed", "16-mixed"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.dist_backend": ("auto", "nccl", "gloo"),
+    "trainer.compile_mode": ("default", "reduce-overhead", "max-autotune"),
     "optim.name": ("sgd", "adamw"),
     "sched.name": ("cosine", "step", "multistep", "onecycle", "constant"),
     "data.loader": ("auto", "tensor", "torchvision"),

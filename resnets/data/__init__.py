@@ -21,6 +21,7 @@ from .datasets import (
     load_digits,
     make_fake,
 )
+from .device_decode import DeviceDecodeLoader, EncodedImages, collate_encoded
 from .errors import DataError
 from .loaders import SamplerLoader, TensorLoader
 
@@ -88,6 +89,13 @@ def build_data(
     name = cfg["name"]
     if name not in DATASETS:
         raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(DATASETS)}")
+    if cfg.get("gpu_decode") and (device is None or torch.device(device).type != "cuda"):
+        raise DataError("data.gpu_decode=true needs a CUDA device; accepted on CPU: false")
+    if cfg.get("gpu_decode") and name not in FOLDERS:
+        raise DataError(
+            f"data.gpu_decode=true decodes image folders; data.name={name!r} is already decoded "
+            f"in memory (accepted with gpu_decode: {', '.join(FOLDERS)})"
+        )
     split = split or cfg.get("split", "val")
     if split not in ("val", "test", "train"):
         raise DataError(f"data.split={split!r} is not valid; accepted: val, test, train")
@@ -136,8 +144,18 @@ def _check_classes(cfg, found: int) -> None:
 
 
 def _in_memory_bundle(
-    arrays: ArrayDataset, *, cfg, loader, batch_size, eval_batch_size, device, seed, rank,
-    world_size, workers, split,
+    arrays: ArrayDataset,
+    *,
+    cfg,
+    loader,
+    batch_size,
+    eval_batch_size,
+    device,
+    seed,
+    rank,
+    world_size,
+    workers,
+    split,
 ) -> DataBundle:
     mean, std = _stats(cfg, arrays.mean, arrays.std)
     aug = cfg["augment"]
@@ -152,14 +170,28 @@ def _in_memory_bundle(
                 "(the tensor loader does crop, flip and cutout)"
             )
         train = TensorLoader(
-            arrays.train.images, arrays.train.labels, batch_size=batch_size, mean=mean, std=std,
-            device=device, train=True, crop_padding=int(aug.get("crop_padding", 0)),
-            hflip=bool(aug.get("hflip", False)), cutout=int(aug.get("cutout", 0)),
-            drop_last=bool(cfg.get("drop_last", True)), **shard,
+            arrays.train.images,
+            arrays.train.labels,
+            batch_size=batch_size,
+            mean=mean,
+            std=std,
+            device=device,
+            train=True,
+            crop_padding=int(aug.get("crop_padding", 0)),
+            hflip=bool(aug.get("hflip", False)),
+            cutout=int(aug.get("cutout", 0)),
+            drop_last=bool(cfg.get("drop_last", True)),
+            **shard,
         )
         val = TensorLoader(
-            evaluated.images, evaluated.labels, batch_size=eval_batch_size, mean=mean, std=std,
-            device=device, train=False, **shard,
+            evaluated.images,
+            evaluated.labels,
+            batch_size=eval_batch_size,
+            mean=mean,
+            std=std,
+            device=device,
+            train=False,
+            **shard,
         )
     else:
         if aug.get("cutout"):
@@ -167,18 +199,31 @@ def _in_memory_bundle(
         options = _loader_options(cfg, workers)
         train = SamplerLoader(
             TensorImageDataset(arrays.train, T.small_image_train(aug, size, mean, std)),
-            batch_size=batch_size, train=True, drop_last=bool(cfg.get("drop_last", True)),
-            **options, **shard,
+            batch_size=batch_size,
+            train=True,
+            drop_last=bool(cfg.get("drop_last", True)),
+            **options,
+            **shard,
         )
         val = SamplerLoader(
             TensorImageDataset(evaluated, T.small_image_eval(mean, std)),
-            batch_size=eval_batch_size, train=False, drop_last=False, **options, **shard,
+            batch_size=eval_batch_size,
+            train=False,
+            drop_last=False,
+            **options,
+            **shard,
         )
     return DataBundle(
-        train=train, val=val, num_classes=len(arrays.class_names),
-        in_chans=int(arrays.train.images.shape[1]), image_size=size,
-        class_names=arrays.class_names, mean=mean, std=std,
-        train_size=len(arrays.train.labels), val_size=len(evaluated.labels),
+        train=train,
+        val=val,
+        num_classes=len(arrays.class_names),
+        in_chans=int(arrays.train.images.shape[1]),
+        image_size=size,
+        class_names=arrays.class_names,
+        mean=mean,
+        std=std,
+        train_size=len(arrays.train.labels),
+        val_size=len(evaluated.labels),
     )
 
 
@@ -191,14 +236,51 @@ def _loader_options(cfg, workers: int) -> dict[str, Any]:
     )
 
 
+def _samples(dataset) -> list[tuple[str, int]]:
+    """(path, label) pairs of an ImageFolder or of a TransformedSubset of one."""
+    if isinstance(dataset, TransformedSubset):
+        return [dataset.folder.samples[i] for i in dataset.indices]
+    return list(dataset.samples)
+
+
+def device_decode_loaders(
+    train_set,
+    eval_set,
+    train_tf,
+    eval_tf,
+    *,
+    device: torch.device,
+    batch_size: int,
+    eval_batch_size: int,
+    drop_last: bool,
+    **options,
+) -> tuple[DeviceDecodeLoader, DeviceDecodeLoader]:
+    """Workers read JPEG bytes; decoding and the same v2 transforms run on `device`."""
+    train = SamplerLoader(
+        EncodedImages(_samples(train_set)),
+        batch_size=batch_size,
+        train=True,
+        drop_last=drop_last,
+        collate_fn=collate_encoded,
+        **options,
+    )
+    val = SamplerLoader(
+        EncodedImages(_samples(eval_set)),
+        batch_size=eval_batch_size,
+        train=False,
+        drop_last=False,
+        collate_fn=collate_encoded,
+        **options,
+    )
+    return DeviceDecodeLoader(train, train_tf, device), DeviceDecodeLoader(val, eval_tf, device)
+
+
 def _folder_bundle(
     *, cfg, batch_size, eval_batch_size, device, seed, rank, world_size, workers, split
 ) -> DataBundle:
     from sklearn.model_selection import train_test_split
     from torchvision.datasets import ImageFolder
 
-    if cfg.get("gpu_decode") and device.type != "cuda":
-        raise DataError("data.gpu_decode=true needs a CUDA device; accepted on CPU: false")
     root = str(cfg["root"])
     mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD)
     aug, size = cfg["augment"], int(cfg.get("image_size", 224))
@@ -219,8 +301,10 @@ def _folder_bundle(
     else:  # one tree: a fixed stratified split
         targets = train_folder.targets
         train_idx, val_idx = train_test_split(
-            list(range(len(targets))), test_size=float(cfg.get("val_fraction", 0.2)),
-            stratify=targets, random_state=0,
+            list(range(len(targets))),
+            test_size=float(cfg.get("val_fraction", 0.2)),
+            stratify=targets,
+            random_state=0,
         )
         train_set = TransformedSubset(train_folder, train_idx, train_tf)
         eval_set = TransformedSubset(
@@ -230,15 +314,36 @@ def _folder_bundle(
     _check_classes(cfg, len(classes))
     shard = dict(seed=seed, rank=rank, world_size=world_size)
     options = _loader_options(cfg, workers)
-    train = SamplerLoader(
-        train_set, batch_size=batch_size, train=True, drop_last=bool(cfg.get("drop_last", True)),
-        **options, **shard,
-    )
-    val = SamplerLoader(
-        eval_set, batch_size=eval_batch_size, train=False, drop_last=False, **options, **shard
-    )
+    drop_last = bool(cfg.get("drop_last", True))
+    if cfg.get("gpu_decode"):
+        train, val = device_decode_loaders(
+            train_set,
+            eval_set,
+            train_tf,
+            eval_tf,
+            device=device,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            drop_last=drop_last,
+            **options,
+            **shard,
+        )
+    else:
+        train = SamplerLoader(
+            train_set, batch_size=batch_size, train=True, drop_last=drop_last, **options, **shard
+        )
+        val = SamplerLoader(
+            eval_set, batch_size=eval_batch_size, train=False, drop_last=False, **options, **shard
+        )
     return DataBundle(
-        train=train, val=val, num_classes=len(classes), in_chans=3, image_size=size,
-        class_names=list(classes), mean=mean, std=std, train_size=len(train_set),
+        train=train,
+        val=val,
+        num_classes=len(classes),
+        in_chans=3,
+        image_size=size,
+        class_names=list(classes),
+        mean=mean,
+        std=std,
+        train_size=len(train_set),
         val_size=len(eval_set),
     )

@@ -48,7 +48,9 @@ def load_digits(image_size: int, val_fraction: float) -> ArrayDataset:
 
     digits = sk_load_digits()
     images = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0  # values 0..16
-    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    images = F.interpolate(
+        images, size=(image_size, image_size), mode="bilinear", align_corners=False
+    )
     images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
     labels = torch.from_numpy(digits.target).long()
     train_idx, val_idx = train_test_split(
@@ -73,7 +75,13 @@ CIFAR_URLS = {
 
 
 CIFAR_FILES = {
-    "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta", b"labels", b"label_names"),
+    "cifar10": (
+        [f"data_batch_{i}" for i in range(1, 6)],
+        ["test_batch"],
+        "batches.meta",
+        b"labels",
+        b"label_names",
+    ),
     "cifar100": (["train"], ["test"], "meta", b"fine_labels", b"fine_label_names"),
 }
 
@@ -113,16 +121,24 @@ def load_cifar(name: str, root: str, download: bool) -> ArrayDataset:
                 data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
                 labels.extend(int(v) for v in entry[label_key])
             except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
-                raise DataError(f"data.root={root!r}: {name} file {path} is corrupt ({err!r})") from err
+                raise DataError(
+                    f"data.root={root!r}: {name} file {path} is corrupt ({err!r})"
+                ) from err
             images.append(data)
-        return ArraySplit(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long))
+        return ArraySplit(
+            torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long)
+        )
 
     train, test = split(train_files), split(test_files)
     meta_path = folder / meta_file
     try:
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in _unpickle(meta_path)[names_key]]
+        names = [
+            n.decode() if isinstance(n, bytes) else str(n) for n in _unpickle(meta_path)[names_key]
+        ]
     except (OSError, pickle.UnpicklingError, EOFError, KeyError) as err:
-        raise DataError(f"data.root={root!r}: {name} metadata {meta_path} is unreadable ({err!r})") from err
+        raise DataError(
+            f"data.root={root!r}: {name} metadata {meta_path} is unreadable ({err!r})"
+        ) from err
     mean, std = (CIFAR_MEAN, CIFAR_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
     return ArrayDataset(train, test, names, mean, std)
 
@@ -141,7 +157,13 @@ def make_fake(
         return ArraySplit(images, labels)
 
     names = [f"class_{i}" for i in range(num_classes)]
-    return ArrayDataset(split(num_samples), split(max(num_samples // 4, num_classes)), names, (0.5,) * in_chans, (0.25,) * in_chans)
+    return ArrayDataset(
+        split(num_samples),
+        split(max(num_samples // 4, num_classes)),
+        names,
+        (0.5,) * in_chans,
+        (0.25,) * in_chans,
+    )
 
 
 def image_folder_dir(root: str, split: str) -> Path:

@@ -226,6 +226,7 @@ class SamplerLoader:
         prefetch_factor: int,
         rank: int = 0,
         world_size: int = 1,
+        collate_fn=None,
     ) -> None:
         self.batch_size = batch_size
         self.drop_last = drop_last and train
@@ -250,6 +251,7 @@ class SamplerLoader:
             persistent_workers=persistent_workers and workers > 0,
             prefetch_factor=prefetch_factor if workers > 0 else None,
             generator=self.generator,
+            collate_fn=collate_fn,
         )
         self.dataset = dataset
 
