@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -355,3 +356,28 @@ def test_slurm_launcher_config_becomes_the_sbatch_script(tmp_path, monkeypatch) 
         "source .venv/bin/activate",
     ):
         assert line in script, line
+
+
+def test_ranks_and_rendezvous_come_from_slurm_environment() -> None:
+    """Inside a 2-node x 4-task SLURM job, submitit's helper turns SLURM's variables into torch's."""
+    slurm = {
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "42",
+        "SLURM_NTASKS": "8",
+        "SLURM_PROCID": "5",
+        "SLURM_LOCALID": "1",
+        "SLURM_NODEID": "1",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "SLURM_STEP_NODELIST": "gpu[07-08]",
+    }
+    with mock.patch.dict(os.environ, slurm):
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            os.environ.pop(key, None)
+        D._export_slurm_env()
+        assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == (
+            "5",
+            "8",
+            "1",
+        )
+        assert os.environ["MASTER_ADDR"] == "gpu07" and int(os.environ["MASTER_PORT"]) > 0
