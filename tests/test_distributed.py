@@ -250,14 +250,23 @@ def test_preempted_job_is_requeued_and_resumes_where_it_stopped(tmp_path) -> Non
         time.sleep(0.2)
     task = _submitit_task_pid(sweep)
     assert task is not None
-    os.kill(task, signal.SIGUSR2)  # what submitit sends before a time limit or on preemption
+    # SLURM announces a preemption with SIGTERM: last.pt at the next step, and training goes on
+    os.kill(task, signal.SIGTERM)
+    while "training goes on" not in (run_dir / "train.log").read_text():
+        assert proc.poll() is None and time.time() < deadline, "the job ended on SIGTERM"
+        time.sleep(0.1)
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"]
+    time.sleep(1.0)
+    assert _submitit_task_pid(sweep) == task  # still the same process, still training
+    os.kill(task, signal.SIGUSR2)  # then the preemption (or time-limit) signal
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-4000:]
     log = (run_dir / "train.log").read_text()
+    assert f"signal {int(signal.SIGTERM)}: last.pt written at step {saved};" in log
     assert f"stopped by signal {int(signal.SIGUSR2)}" in log
     resumed = log.split("resumed from")[1].splitlines()[0]
     step = int(resumed.split("step ")[1])
-    assert 0 < step < 8 * 22
+    assert 0 < saved < step < 8 * 22
     metrics = read_metrics(run_dir)
     assert metrics["steps"] == 8 * 22 and metrics["epochs"] == 8
     # TensorBoard continues: every logged step once, in order, across the two attempts

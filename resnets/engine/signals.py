@@ -1,9 +1,10 @@
 """Graceful stop: the first SIGINT/SIGTERM asks the loop to stop at the next step boundary.
 
 The loop then writes last.pt and exits; a second Ctrl-C exits at once. Inside a submitit job
-(Hydra's submitit launcher, on SLURM or locally) the preemption signal that submitit sends before
-a time limit is caught too: once last.pt is written, submitit's own handler gets it and requeues
-the job, which then resumes from last.pt in the same run directory.
+(Hydra's submitit launcher, on SLURM or locally) the conventions are submitit's: SLURM announces a
+preemption with SIGTERM and then the preemption signal (USR2), and a time limit with USR2 alone.
+So there SIGTERM only writes last.pt at the next step and training goes on; USR2 writes last.pt,
+then submitit's own handler gets it and requeues the job, which resumes in the same run directory.
 """
 
 from __future__ import annotations
@@ -28,18 +29,25 @@ def preemption_signal() -> int | None:
 
 class StopRequest:
     def __init__(
-        self, signals: Iterable[int] = DEFAULT_SIGNALS, hand_over: Iterable[int] = ()
+        self,
+        signals: Iterable[int] = DEFAULT_SIGNALS,
+        hand_over: Iterable[int] = (),
+        save_only: Iterable[int] = (),
     ) -> None:
         self.hand_over_signals = tuple(hand_over)
-        self.signals = tuple(dict.fromkeys((*signals, *self.hand_over_signals)))
+        self.save_only_signals = tuple(save_only)
+        self.signals = tuple(dict.fromkeys((*signals, *self.hand_over_signals, *save_only)))
         self.signum: int | None = None
+        self.save_signum: int | None = None  # a save-only signal waiting for the next step
         self._previous: dict[int, object] = {}
 
     @classmethod
     def for_this_job(cls) -> StopRequest:
-        """SIGINT and SIGTERM, plus submitit's preemption signal when running under submitit."""
+        """SIGINT and SIGTERM stop; under submitit SIGTERM saves and USR2 stops and requeues."""
         preempt = preemption_signal()
-        return cls(hand_over=(preempt,) if preempt is not None else ())
+        if preempt is None:
+            return cls()
+        return cls(signals=(signal.SIGINT,), hand_over=(preempt,), save_only=(signal.SIGTERM,))
 
     @property
     def requested(self) -> bool:
@@ -60,7 +68,10 @@ class StopRequest:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now, without waiting for the step
-        self.signum = signum
+        if signum in self.save_only_signals:
+            self.save_signum = signum
+        else:
+            self.signum = signum
 
     def hand_over(self) -> None:
         """After last.pt is written: pass a preemption signal to the handler it displaced

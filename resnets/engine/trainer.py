@@ -388,6 +388,15 @@ class Trainer:
                     ips=f"{stats['perf/images_per_s']:.0f}",
                 )
                 window_start, window_images = time.perf_counter(), 0
+            if stop.save_signum is not None:  # under submitit, SIGTERM announces a preemption
+                self._save("last.pt")
+                log.warning(
+                    "signal %d: last.pt written at step %d; training goes on until the "
+                    "preemption signal",
+                    stop.save_signum,
+                    self.step,
+                )
+                stop.save_signum = None
             # ranks must stop at the same step; they compare notes where the loop syncs anyway
             if self._agree_to_stop(stop, at_sync_point=self.step % t.log_every == 0):
                 break
