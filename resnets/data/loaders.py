@@ -57,21 +57,24 @@ def global_batch_index(batch: int, rank: int, world_size: int) -> int:
     return batch * world_size + rank
 
 
-def random_crop(images: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
-    """Zero-pad by `padding` and take one random crop per image, all in one gather."""
-    b, _, h, w = images.shape
-    padded = F.pad(images, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(images.device)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(images.device)
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]  # (B, H, 1)
-    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]  # (B, 1, W)
-    batch = torch.arange(b, device=images.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
-
-
-def random_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    flip = (torch.rand(images.shape[0], generator=gen) < 0.5).to(images.device)
-    return torch.where(flip[:, None, None, None], images.flip(3), images)
+def random_crop(
+    images: torch.Tensor, padding: int, gen: torch.Generator, hflip: bool = False
+) -> torch.Tensor:
+    """Zero-pad by `padding`, take one random crop per image and mirror about half of them (with
+    `hflip`), all in a single gather over the flattened pixels: one pass, contiguous output."""
+    b, c, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4) if padding else images
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
+    cols = torch.arange(w).expand(b, w)
+    if hflip:
+        flip = torch.rand(b, generator=gen) < 0.5
+        cols = torch.where(flip[:, None], w - 1 - cols, cols)
+    rows = dy[:, None] + torch.arange(h)  # (B, H)
+    cols = dx[:, None] + cols  # (B, W)
+    pixel = (rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]).view(b, 1, h * w)
+    pixel = pixel.to(images.device).expand(b, c, h * w)
+    return padded.reshape(b, c, -1).gather(2, pixel).view(b, c, h, w)
 
 
 def cutout(images: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -155,10 +158,8 @@ class TensorLoader:
         self.skip_batches = 0  # a skip applies to one pass only
 
     def augment(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        if self.crop_padding:
-            images = random_crop(images, self.crop_padding, gen)
-        if self.hflip:
-            images = random_flip(images, gen)
+        if self.crop_padding or self.hflip:
+            images = random_crop(images, self.crop_padding, gen, hflip=self.hflip)
         if self.cutout:
             images = cutout(images, self.cutout, gen)
         return images

@@ -58,7 +58,9 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(out)
-        return self.relu(self.drop_path(out) + shortcut)
+        out = self.drop_path(out)
+        out += shortcut  # in place, as torchvision: no extra activation-sized tensor
+        return self.relu(out)
 
     def last_norm(self) -> nn.BatchNorm2d:
         return self.bn2
@@ -100,7 +102,9 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         if self.se is not None:
             out = self.se(out)
-        return self.relu(self.drop_path(out) + shortcut)
+        out = self.drop_path(out)
+        out += shortcut  # in place, as torchvision: no extra activation-sized tensor
+        return self.relu(out)
 
     def last_norm(self) -> nn.BatchNorm2d:
         return self.bn3
@@ -139,7 +143,9 @@ class ResNeStBottleneck(nn.Module):
         if self.avd_last is not None:
             out = self.avd_last(out)
         out = self.bn3(self.conv3(out))
-        return self.relu(self.drop_path(out) + shortcut)
+        out = self.drop_path(out)
+        out += shortcut  # in place, as torchvision: no extra activation-sized tensor
+        return self.relu(out)
 
     def last_norm(self) -> nn.BatchNorm2d:
         return self.bn3
@@ -178,7 +184,9 @@ class PreActBasicBlock(nn.Module):
         out = self.conv2(self.dropout(self.relu(self.bn2(out))))
         if self.se is not None:
             out = self.se(out)
-        return self.drop_path(out) + shortcut
+        out = self.drop_path(out)
+        out += shortcut
+        return out
 
     def last_norm(self) -> None:
         return None
@@ -221,7 +229,9 @@ class PreActBottleneck(nn.Module):
         out = self.conv3(self.relu(self.bn3(out)))
         if self.se is not None:
             out = self.se(out)
-        return self.drop_path(out) + shortcut
+        out = self.drop_path(out)
+        out += shortcut
+        return out
 
     def last_norm(self) -> None:
         return None

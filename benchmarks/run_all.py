@@ -1,0 +1,109 @@
+"""`make bench`: every benchmark, then benchmarks/results/SUMMARY.md from their JSON.
+
+python -m benchmarks.run_all [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from . import gpu, loader, models, trainer_overhead
+from .common import machine, results_dir
+
+QUICK = {
+    "loader": ["--images", "2000", "--repeats", "1"],
+    "trainer_overhead": ["--epochs", "1", "--fake-size", "512", "--repeats", "1"],
+    "models": ["--repeats", "1", "--only", "resnet56"],
+    "gpu": ["--repeats", "1"],
+}
+
+
+def summary_rows(results: dict[str, dict]) -> list[str]:
+    rows = ["| benchmark | ours | peer | ratio | target | passed |", "|---|---|---|---|---|---|"]
+    if "loader" in results:
+        r = results["loader"]
+        rates = r["images_per_s"]
+        rows.append(
+            f"| loader (images/s, 0 workers) | {rates['ours_workers0']:,.0f} | "
+            f"{rates['torchvision_workers0']:,.0f} (torchvision per-sample; "
+            f"{rates['torchvision_workers2']:,.0f} with 2 workers) | {r['ratio_same_workers']:.2f}x | "
+            f"{r['target']} | {r['passed']} |"
+        )
+    if "trainer_overhead" in results:
+        r = results["trainer_overhead"]
+        rates = r["images_per_s"]
+        rows.append(
+            f"| Trainer.fit vs bare loop (images/s, {r['model']}, {r['precision']}) | "
+            f"{rates['trainer']:,.0f} | {rates['bare_loop']:,.0f} | {r['ratio']:.3f}x | "
+            f"{r['target']} | {r['passed']} |"
+        )
+    if "models" in results:
+        r = results["models"]
+        for name, case in r["cases"].items():
+            rows.append(
+                f"| {name} fwd+bwd (s/step, batch {case['batch']}, {case['input_size']} px, "
+                f"{r['device']}) | {case['ours_s']:.3f} | {case['peer_s']:.3f} ({case['peer']}) | "
+                f"{case['ratio']:.3f}x | {r['target']} | {case['passed']} |"
+            )
+    if "gpu" in results:
+        r = results["gpu"]
+        if "skipped" in r:
+            rows.append(f"| GPU benchmarks | - | - | - | - | skipped: {r['skipped']} |")
+        else:
+            g = r["resnet50_224"]["images_per_s"]
+            rows.append(
+                f"| resnet50 224 px train images/s ({r['machine']['cuda']}) | {g['trainer']:,.0f} | "
+                f"{g['bare_loop']:,.0f} bare / {g['torchvision_reference']:,.0f} torchvision ref | "
+                f"{r['resnet50_224']['ratio_vs_bare_loop']:.3f}x | >= 0.97x | "
+                f"{r['resnet50_224']['ratio_vs_bare_loop'] >= 0.97} |"
+            )
+            rows.append(
+                f"| CIFAR ResNet-18 epoch (s) | {r['cifar_resnet18_epoch_s']:.1f} | - | - | - | - |"
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument(
+        "--summary-only", action="store_true", help="rewrite SUMMARY.md from the JSON already there"
+    )
+    args = parser.parse_args(argv)
+    benchmarks = (
+        ()
+        if args.summary_only
+        else (
+            ("loader", loader),
+            ("trainer_overhead", trainer_overhead),
+            ("models", models),
+            ("gpu", gpu),
+        )
+    )
+    for name, module in benchmarks:
+        print(f"== {name}")
+        module.main(QUICK[name] if args.quick else [])
+    out = results_dir()
+    results = {
+        path.stem: json.loads(path.read_text())
+        for path in sorted(out.glob("*.json"))
+        if path.stem in ("loader", "trainer_overhead", "models", "gpu")
+    }
+    m = machine()
+    lines = [
+        "# Benchmark summary",
+        "",
+        f"torch {m['torch']}, {m['cpu_count']} CPUs ({m['torch_threads']} torch threads), "
+        f"GPU: {m['cuda'] or 'none'}. Ours and the peer run in the same process, alternating; "
+        "medians of repeated runs.",
+        "",
+        *summary_rows(results),
+        "",
+    ]
+    (out / "SUMMARY.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
