@@ -281,3 +281,26 @@ def test_default_run_reaches_97_percent(tmp_path) -> None:
         and metrics["model"] == "resnet20"
         and metrics["data"] == "digits"
     )
+
+
+def test_in_process_runs_do_not_log_into_each_other(tmp_path) -> None:
+    """A finished run lets go of its train.log: the next in-process run (a sweep, a benchmark)
+    neither writes into it nor fails once the first directory is gone."""
+    import logging
+    import shutil
+
+    overrides = [*TINY, "trainer.epochs=1", "trainer.max_steps=2"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(compose_train(overrides), first)
+    size = (first / "train.log").stat().st_size
+    assert not [
+        h
+        for h in logging.getLogger().handlers
+        if getattr(h, "baseFilename", "").startswith(str(first))
+    ]
+    train(compose_train(overrides), second)
+    assert (first / "train.log").stat().st_size == size
+    assert "step 2: val loss" in (second / "train.log").read_text()
+    shutil.rmtree(first)
+    shutil.rmtree(second)
+    train(compose_train(overrides), tmp_path / "third")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +15,27 @@ from tqdm.auto import tqdm
 log = logging.getLogger("resnets")
 
 
-def attach_log_file(path: Path) -> None:
-    """Log to `path` unless a handler (Hydra's job log) already writes there."""
+@contextlib.contextmanager
+def log_file(path: Path) -> Iterator[None]:
+    """Log to `path` while the block runs, unless a handler (Hydra's job log) already writes
+    there; the handler goes away afterwards, so in-process runs never log into each other."""
     root = logging.getLogger()
     if any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in root.handlers):
+        yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     root.addHandler(handler)
+    previous_level = root.level
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(previous_level)
 
 
 def silence_file_logs() -> None:

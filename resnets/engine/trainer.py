@@ -39,7 +39,7 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from .logging import TensorBoard, attach_log_file, progress, silence_file_logs
+from .logging import TensorBoard, log_file, progress, silence_file_logs
 from .metrics import topk_correct_tensor
 from .signals import StopRequest
 
@@ -116,9 +116,7 @@ class Trainer:
                 "trainer.precision='16-mixed' needs CUDA (fp16 autocast with a gradient scaler); "
                 "accepted on CPU: 32, bf16-mixed"
             )
-        if self.dist.is_main:
-            attach_log_file(self.out / "train.log")
-        else:
+        if not self.dist.is_main:
             silence_file_logs()
 
     # ----------------------------------------------------------------------------- set-up
@@ -241,6 +239,13 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> float:
+        """Train to the end (or to a stop signal); returns the best validation top-1 in %."""
+        if not self.dist.is_main:
+            return self._fit()
+        with log_file(self.out / "train.log"):
+            return self._fit()
+
+    def _fit(self) -> float:
         cfg, t, device = self.cfg, self.cfg.trainer, self.dist.device
         self._setup()
         self._resume()
