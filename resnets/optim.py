@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,47 +49,91 @@ def build_scheduler(
     optimizer: torch.optim.Optimizer,
     cfg: Mapping[str, Any],
     *,
-    steps_per_epoch: int,
+    steps_per_epoch: float,
     epochs: int,
     lr: float,
+    total_steps: int | None = None,
+    origin: float = 0.0,
+    start_step: int = 0,
 ) -> lr_scheduler.LRScheduler:
-    """A schedule stepped once per optimizer step; epochs in the config are converted to steps."""
-    total = max(1, steps_per_epoch * epochs)
+    """A schedule stepped once per optimizer step, over `total_steps` steps (default
+    `steps_per_epoch x epochs`); epochs in the config become step `origin + epochs x steps_per_epoch`.
+
+    Every schedule is a closed form of the step number (a LambdaLR, or torch's OneCycleLR, which
+    is one), so it can be laid out again at any step: a resumed run with other settings builds the
+    schedule for its new total and starts it at `start_step`, where this run stands.
+    """
+    total = max(1, total_steps if total_steps is not None else round(steps_per_epoch * epochs))
     name = cfg["name"]
-    if name == "onecycle":  # has its own warm-up phase
-        if total < 4:  # too short for two phases: hold the peak rate
-            return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-        return lr_scheduler.OneCycleLR(
+    if name not in SCHEDULES:
+        raise ConfigError(f"sched.name={name!r} is not valid; accepted: {', '.join(SCHEDULES)}")
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    if name == "onecycle" and total >= 4:  # has its own warm-up phase
+        scheduler = lr_scheduler.OneCycleLR(
             optimizer,
-            max_lr=lr,
+            max_lr=[group["initial_lr"] for group in optimizer.param_groups],
             total_steps=total,
             # each phase needs at least one step, or OneCycleLR divides by zero
             pct_start=min(max(cfg["pct_start"], 2 / total), 1 - 2 / total),
             div_factor=cfg["div_factor"],
             final_div_factor=cfg["final_div_factor"],
         )
-    warmup = min(round(cfg["warmup_epochs"] * steps_per_epoch), total - 1)
-    to_steps = lambda e: max(1, round(e * steps_per_epoch) - warmup)  # noqa: E731
+    else:  # (a one-cycle too short for two phases holds the peak rate)
+        to_step = lambda e: round(origin + e * steps_per_epoch)  # noqa: E731
+        warmup = min(max(to_step(cfg.get("warmup_epochs", 0)), 0), total - 1)
+        factors = [
+            _factor_fn(cfg, group["initial_lr"], total, warmup, steps_per_epoch, to_step)
+            for group in optimizer.param_groups
+        ]
+        scheduler = lr_scheduler.LambdaLR(optimizer, factors)
+    if start_step:
+        seek(scheduler, start_step)
+    return scheduler
+
+
+SCHEDULES = ("cosine", "step", "multistep", "onecycle", "constant")
+
+
+def _factor_fn(cfg, base_lr: float, total: int, warmup: int, steps_per_epoch: float, to_step):
+    """The multiplier of `base_lr` at step k: linear warm-up to 1, then the named decay."""
+    name, gamma = cfg["name"], cfg.get("gamma", 0.1)
+    start_factor = cfg.get("warmup_start_factor", 0.1)
     if name == "cosine":
-        main = lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=total - warmup, eta_min=cfg["min_lr"]
-        )
-    elif name == "step":
-        main = lr_scheduler.StepLR(
-            optimizer, step_size=to_steps(cfg["step_size"]), gamma=cfg["gamma"]
-        )
-    elif name == "multistep":
-        milestones = [to_steps(m) for m in cfg["milestones"]]
-        main = lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg["gamma"])
-    elif name == "constant":
-        main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        floor = cfg["min_lr"] / base_lr if base_lr else 0.0
+        span = total - warmup
+
+        def main(j: int) -> float:  # stops at min_lr: a run never steps past its total
+            return floor + (1 - floor) * (1 + math.cos(math.pi * min(j, span) / span)) / 2
+
+    elif name == "step":  # periods count from the end of the warm-up
+        period = max(1, round(cfg["step_size"] * steps_per_epoch))
+
+        def main(j: int) -> float:
+            return gamma ** (j // period)
+
+    elif name == "multistep":  # milestones are epochs of the run; one inside the warm-up
+        milestones = sorted(to_step(m) for m in cfg["milestones"])  # applies at its end
+
+        def main(j: int) -> float:
+            return gamma ** sum(1 for m in milestones if warmup + j >= m)
+
     else:
-        raise ConfigError(
-            f"sched.name={name!r} is not valid; accepted: cosine, step, multistep, onecycle, constant"
-        )
-    if warmup <= 0:
-        return main
-    start = lr_scheduler.LinearLR(
-        optimizer, start_factor=cfg["warmup_start_factor"], end_factor=1.0, total_iters=warmup
-    )
-    return lr_scheduler.SequentialLR(optimizer, [start, main], milestones=[warmup])
+
+        def main(j: int) -> float:
+            return 1.0
+
+    def factor(k: int) -> float:
+        if k < warmup:
+            return start_factor + (1 - start_factor) * k / warmup
+        return main(k - warmup)
+
+    return factor
+
+
+def seek(scheduler: lr_scheduler.LRScheduler, step: int) -> None:
+    """Put a closed-form schedule at `step` (sets the optimizer's learning rates for that step)."""
+    scheduler.last_epoch = step - 1
+    with warnings.catch_warnings():  # the order warning is for loops, not for positioning
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()

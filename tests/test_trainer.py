@@ -45,7 +45,7 @@ def test_used_by_command_on_real_format_cifar10(cifar10_root, tmp_path) -> None:
     for name in ("last.pt", "best.pt"):
         ckpt = torch.load(run_dir / "checkpoints" / name, weights_only=True)
         assert (
-            ckpt["format_version"] == 1
+            ckpt["format_version"] == 2
             and ckpt["step"] == 4
             and "name: resnext50_32x4d" in ckpt["config"]
         )
@@ -76,7 +76,7 @@ def test_two_epochs_equal_one_plus_resumed_one_weight_for_weight(tmp_path) -> No
     # stop mid-epoch 2 (22 steps per epoch), then run the same command again
     train(compose_train([*overrides, "trainer.max_steps=30"]), resumed)
     partial = load_checkpoint(resumed / "checkpoints" / "last.pt")
-    assert partial["step"] == 30 and partial["epoch"] == 1 and partial["batch_in_epoch"] == 8
+    assert partial["step"] == 30 and partial["epoch"] == 1 and partial["samples_in_epoch"] == 8 * 64
     train(compose_train(overrides), resumed)
     a, b = (
         load_checkpoint(straight / "checkpoints/last.pt"),
@@ -107,8 +107,8 @@ def test_sigterm_mid_epoch_writes_last_and_run_finishes(tmp_path) -> None:
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert ckpt["epoch"] == 1 and 0 < ckpt["batch_in_epoch"] < 11
-    assert ckpt["step"] == 11 + ckpt["batch_in_epoch"]
+    assert ckpt["epoch"] == 1 and 0 < ckpt["samples_in_epoch"] < 11 * 128
+    assert ckpt["step"] == 11 + ckpt["samples_in_epoch"] // 128
     assert "stopped by signal 15" in log.read_text()
     again = run_train_cli(args)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +85,12 @@ def build_data(
     rank: int = 0,
     world_size: int = 1,
     split: str | None = None,
+    accumulate: int = 1,
 ) -> DataBundle:
-    """Train and evaluation loaders for `cfg` (a `data` config node); `split` picks what `val` scores."""
+    """Train and evaluation loaders for `cfg` (a `data` config node); `split` picks what `val` scores.
+
+    The train loader yields `accumulate` micro-batches per rank for each optimizer step, cut as
+    `resnets.data.plan` says."""
     name = cfg["name"]
     if name not in DATASETS:
         raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(DATASETS)}")
@@ -116,6 +121,7 @@ def build_data(
         world_size=world_size,
         workers=num_workers,
         split=split,
+        accumulate=accumulate,
     )
     if name in IN_MEMORY:
         return _in_memory_bundle(_load_arrays(cfg), loader=loader, **common)
@@ -156,6 +162,7 @@ def _in_memory_bundle(
     world_size,
     workers,
     split,
+    accumulate,
 ) -> DataBundle:
     mean, std = _stats(cfg, arrays.mean, arrays.std)
     aug = cfg["augment"]
@@ -181,6 +188,7 @@ def _in_memory_bundle(
             hflip=bool(aug.get("hflip", False)),
             cutout=int(aug.get("cutout", 0)),
             drop_last=bool(cfg.get("drop_last", True)),
+            accumulate=accumulate,
             **shard,
         )
         val = TensorLoader(
@@ -202,6 +210,7 @@ def _in_memory_bundle(
             batch_size=batch_size,
             train=True,
             drop_last=bool(cfg.get("drop_last", True)),
+            accumulate=accumulate,
             **options,
             **shard,
         )
@@ -253,6 +262,7 @@ def device_decode_loaders(
     batch_size: int,
     eval_batch_size: int,
     drop_last: bool,
+    accumulate: int = 1,
     **options,
 ) -> tuple[DeviceDecodeLoader, DeviceDecodeLoader]:
     """Workers read JPEG bytes; decoding and the same v2 transforms run on `device`."""
@@ -261,6 +271,7 @@ def device_decode_loaders(
         batch_size=batch_size,
         train=True,
         drop_last=drop_last,
+        accumulate=accumulate,
         collate_fn=collate_encoded,
         **options,
     )
@@ -275,8 +286,39 @@ def device_decode_loaders(
     return DeviceDecodeLoader(train, train_tf, device), DeviceDecodeLoader(val, eval_tf, device)
 
 
+def _eval_folder(root: str, train_folder, transform):
+    """An ImageFolder of a val/test tree labelled with train's class-to-index mapping: a class
+    missing there just has no samples; a class train does not know is refused."""
+    from torchvision.datasets import ImageFolder
+
+    mapping = train_folder.class_to_idx
+    found = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    unknown = [name for name in found if name not in mapping]
+    if unknown:
+        raise DataError(
+            f"{root} has class folder(s) {', '.join(map(repr, unknown))} that {train_folder.root} "
+            f"does not have; accepted: the training classes ({', '.join(train_folder.classes)})"
+        )
+
+    class TrainClasses(ImageFolder):
+        def find_classes(self, directory):
+            return list(train_folder.classes), dict(mapping)
+
+    return TrainClasses(root, transform=transform, allow_empty=True)
+
+
 def _folder_bundle(
-    *, cfg, batch_size, eval_batch_size, device, seed, rank, world_size, workers, split
+    *,
+    cfg,
+    batch_size,
+    eval_batch_size,
+    device,
+    seed,
+    rank,
+    world_size,
+    workers,
+    split,
+    accumulate=1,
 ) -> DataBundle:
     from sklearn.model_selection import train_test_split
     from torchvision.datasets import ImageFolder
@@ -295,8 +337,10 @@ def _folder_bundle(
     has_dir = (Path(root) / held_out).is_dir()
     if has_dir or cfg["name"] == "imagenet":
         train_set = ImageFolder(train_folder.root, transform=train_tf)
-        eval_root = train_folder.root if split == "train" else str(image_folder_dir(root, held_out))
-        eval_set = ImageFolder(eval_root, transform=eval_tf)
+        if split == "train":
+            eval_set = ImageFolder(train_folder.root, transform=eval_tf)
+        else:
+            eval_set = _eval_folder(str(image_folder_dir(root, held_out)), train_folder, eval_tf)
         classes = train_folder.classes
     else:  # one tree: a fixed stratified split
         targets = train_folder.targets
@@ -325,12 +369,19 @@ def _folder_bundle(
             batch_size=batch_size,
             eval_batch_size=eval_batch_size,
             drop_last=drop_last,
+            accumulate=accumulate,
             **options,
             **shard,
         )
     else:
         train = SamplerLoader(
-            train_set, batch_size=batch_size, train=True, drop_last=drop_last, **options, **shard
+            train_set,
+            batch_size=batch_size,
+            train=True,
+            drop_last=drop_last,
+            accumulate=accumulate,
+            **options,
+            **shard,
         )
         val = SamplerLoader(
             eval_set, batch_size=eval_batch_size, train=False, drop_last=False, **options, **shard

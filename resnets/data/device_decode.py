@@ -62,8 +62,8 @@ class DeviceDecodeLoader:
         self.transform = transform
         self.device = device
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self.encoded.set_epoch(epoch, skip_batches)
+    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
+        self.encoded.set_epoch(epoch, skip_batches, start_sample)
 
     def __len__(self) -> int:
         return len(self.encoded)

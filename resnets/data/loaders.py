@@ -1,9 +1,12 @@
-"""Two loaders with one interface: `__len__`, `__iter__` and `set_epoch(epoch, skip_batches)`.
+"""Two loaders with one interface: `__len__`, `__iter__` and `set_epoch(epoch, skip_batches=0,
+start_sample=None)`.
 
 TensorLoader keeps a whole uint8 dataset on the training device and augments each batch with a
 few batched tensor ops (airbench's idea): no workers, no per-sample Python. SamplerLoader wraps a
-torchvision DataLoader for datasets that do not fit in memory. Both draw each epoch's order from
-(seed, epoch) alone, so a resumed run sees the same batches an uninterrupted one would.
+torchvision DataLoader for datasets that do not fit in memory. For training, both cut each epoch
+as `resnets.data.plan` says (order from (seed, epoch), steps of batch x accumulation x ranks) and
+draw each sample's augmentation from (seed, epoch, its position), so a resumed run, with or
+without loader workers and with any batch size or world size, sees what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .plan import augment_generator, rank_micro_batches, sample_seed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -52,23 +57,30 @@ def shard_indices(
     return torch.cat([whole, tail])
 
 
-def global_batch_index(batch: int, rank: int, world_size: int) -> int:
-    """Which micro-batch of a one-process run this rank's batch is (seeds its augmentation)."""
-    return batch * world_size + rank
-
-
 def random_crop(
     images: torch.Tensor, padding: int, gen: torch.Generator, hflip: bool = False
 ) -> torch.Tensor:
     """Zero-pad by `padding`, take one random crop per image and mirror about half of them (with
     `hflip`), all in a single gather over the flattened pixels: one pass, contiguous output."""
-    b, c, h, w = images.shape
-    padded = F.pad(images, (padding,) * 4) if padding else images
+    b = images.shape[0]
     dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
     dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
+    flip = torch.rand(b, generator=gen) < 0.5 if hflip else None
+    return crop(images, padding, dy, dx, flip)
+
+
+def crop(
+    images: torch.Tensor,
+    padding: int,
+    dy: torch.Tensor,
+    dx: torch.Tensor,
+    flip: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The crop at offsets (dy, dx) of the zero-padded images, mirrored where `flip`."""
+    b, c, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4) if padding else images
     cols = torch.arange(w).expand(b, w)
-    if hflip:
-        flip = torch.rand(b, generator=gen) < 0.5
+    if flip is not None:
         cols = torch.where(flip[:, None], w - 1 - cols, cols)
     rows = dy[:, None] + torch.arange(h)  # (B, H)
     cols = dx[:, None] + cols  # (B, W)
@@ -77,11 +89,21 @@ def random_crop(
     return padded.reshape(b, c, -1).gather(2, pixel).view(b, c, h, w)
 
 
-def cutout(images: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Zero one size x size square per image (DeVries & Taylor 2017), centres anywhere in the image."""
+def cutout(
+    images: torch.Tensor,
+    size: int,
+    gen: torch.Generator | None = None,
+    centres: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Zero one size x size square per image (DeVries & Taylor 2017), centres anywhere in the image
+    (drawn from `gen`, or given as `centres`)."""
     b, _, h, w = images.shape
-    cy = torch.randint(0, h, (b,), generator=gen).to(images.device)
-    cx = torch.randint(0, w, (b,), generator=gen).to(images.device)
+    if centres is None:
+        centres = (
+            torch.randint(0, h, (b,), generator=gen),
+            torch.randint(0, w, (b,), generator=gen),
+        )
+    cy, cx = (c.to(images.device) for c in centres)
     ys = torch.arange(h, device=images.device)[None, :]
     xs = torch.arange(w, device=images.device)[None, :]
     in_y = (ys >= (cy[:, None] - size // 2)) & (ys < (cy[:, None] - size // 2 + size))
@@ -110,6 +132,7 @@ class TensorLoader:
         drop_last: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        accumulate: int = 1,
     ) -> None:
         self.images = images.to(device)
         self.labels = labels.to(device)
@@ -121,14 +144,30 @@ class TensorLoader:
         self.hflip = hflip
         self.cutout = cutout
         self.drop_last = drop_last and train
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.accumulate = rank, world_size, accumulate
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=device).view(shape) * 255
         self.std = torch.tensor(std, device=device).view(shape) * 255
-        self.epoch, self.skip_batches = 0, 0
+        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self.epoch, self.skip_batches = epoch, skip_batches
+    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
+        """The next pass yields epoch `epoch` from sample `start_sample` of its permutation
+        (or from this rank's batch `skip_batches` of an epoch cut in whole batches)."""
+        self.epoch = epoch
+        self.start = skip_batches * self.batch_size * self.world_size
+        if start_sample is not None:
+            self.start = start_sample
+
+    def _plan(self) -> list[tuple[int, int]]:
+        return rank_micro_batches(
+            len(self.labels),
+            self.start,
+            batch_size=self.batch_size,
+            accumulate=self.accumulate,
+            rank=self.rank,
+            world_size=self.world_size,
+            drop_last=self.drop_last,
+        )
 
     def _indices(self) -> torch.Tensor:
         return shard_indices(
@@ -143,25 +182,49 @@ class TensorLoader:
         )
 
     def __len__(self) -> int:
+        """Batches the next pass yields on this rank."""
+        if self.train:
+            return len(self._plan())
         n = len(self._indices())
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        indices = self._indices().to(self.device)
-        for b in range(self.skip_batches, len(self)):
-            idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
-            images = self.images[idx]
-            if self.train:
-                salt = global_batch_index(b, self.rank, self.world_size) + 1
-                images = self.augment(images, epoch_generator(self.seed, self.epoch, salt=salt))
+        if not self.train:
+            indices = self._indices().to(self.device)
+            for b in range(len(self)):
+                idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
+                yield (self.images[idx].float() - self.mean) / self.std, self.labels[idx]
+            return
+        plan, self.start = self._plan(), 0  # a resumed start applies to one pass only
+        order = torch.randperm(len(self.labels), generator=epoch_generator(self.seed, self.epoch))
+        params = self._augment_params()
+        order = order.to(self.device)
+        for offset, size in plan:
+            idx = order[offset : offset + size]
+            images = self.augment(
+                self.images[idx], {k: v[offset : offset + size] for k, v in params.items()}
+            )
             yield (images.float() - self.mean) / self.std, self.labels[idx]
-        self.skip_batches = 0  # a skip applies to one pass only
 
-    def augment(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _augment_params(self) -> dict[str, torch.Tensor]:
+        """Every position's crop offsets, flip and cutout centre for this epoch, drawn at once."""
+        n, (h, w) = len(self.labels), self.images.shape[-2:]
+        gen = augment_generator(self.seed, self.epoch)
+        params = {
+            "dy": torch.randint(0, 2 * self.crop_padding + 1, (n,), generator=gen),
+            "dx": torch.randint(0, 2 * self.crop_padding + 1, (n,), generator=gen),
+            "flip": torch.rand(n, generator=gen) < 0.5,
+            "cy": torch.randint(0, h, (n,), generator=gen),
+            "cx": torch.randint(0, w, (n,), generator=gen),
+        }
+        return params
+
+    def augment(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.crop_padding or self.hflip:
-            images = random_crop(images, self.crop_padding, gen, hflip=self.hflip)
+            flip = params["flip"] if self.hflip else None
+            images = crop(images, self.crop_padding, params["dy"], params["dx"], flip)
         if self.cutout:
-            images = cutout(images, self.cutout, gen)
+            images = cutout(images, self.cutout, centres=(params["cy"], params["cx"]))
         return images
 
 
@@ -210,6 +273,68 @@ class EpochSampler(Sampler[int]):
         return iter(indices)
 
 
+class PlannedBatches(Sampler[list[tuple[int, int]]]):
+    """Training batches of one rank as `resnets.data.plan` cuts the epoch: lists of
+    (sample index, augmentation seed), so a batch's randomness travels with it to any worker."""
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        seed: int,
+        batch_size: int,
+        accumulate: int,
+        rank: int,
+        world_size: int,
+        drop_last: bool,
+    ) -> None:
+        self.n, self.seed = n, seed
+        self.layout = dict(
+            batch_size=batch_size,
+            accumulate=accumulate,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
+        )
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
+        self.epoch, self.start = epoch, start_sample
+
+    def _plan(self) -> list[tuple[int, int]]:
+        return rank_micro_batches(self.n, self.start, **self.layout)
+
+    def __len__(self) -> int:
+        return len(self._plan())
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        plan, self.start = self._plan(), 0  # a resumed start applies to one pass only
+        order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist()
+        for offset, size in plan:
+            yield [
+                (order[p], sample_seed(self.seed, self.epoch, p))
+                for p in range(offset, offset + size)
+            ]
+
+
+class SeededSamples(Dataset):
+    """dataset[i] with torch's generator seeded by the sample's own seed, so the transform draws
+    the same numbers in any worker, persistent or not, or in the main process (whose generator
+    is left as it was)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
 class SamplerLoader:
     """A torchvision DataLoader over a map-style dataset, with the TensorLoader's epoch interface."""
 
@@ -227,27 +352,34 @@ class SamplerLoader:
         prefetch_factor: int,
         rank: int = 0,
         world_size: int = 1,
+        accumulate: int = 1,
         collate_fn=None,
     ) -> None:
-        self.batch_size = batch_size
+        self.batch_size, self.world_size = batch_size, world_size
         self.drop_last = drop_last and train
-        self.sampler = EpochSampler(
-            len(dataset),
-            shuffle=train,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            even=train,
-            chunk=batch_size,
-        )
+        self.train = train
+        if train:
+            self.sampler = PlannedBatches(
+                len(dataset),
+                seed=seed,
+                batch_size=batch_size,
+                accumulate=accumulate,
+                rank=rank,
+                world_size=world_size,
+                drop_last=self.drop_last,
+            )
+            batching = dict(batch_sampler=self.sampler)
+        else:
+            self.sampler = EpochSampler(
+                len(dataset), shuffle=False, seed=seed, rank=rank, world_size=world_size, even=False
+            )
+            batching = dict(batch_size=batch_size, sampler=self.sampler)
         self.generator = torch.Generator()
         self.seed = seed
         self.loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=self.sampler,
+            SeededSamples(dataset) if train else dataset,
+            **batching,
             num_workers=workers,
-            drop_last=self.drop_last,
             pin_memory=pin_memory and torch.cuda.is_available(),
             persistent_workers=persistent_workers and workers > 0,
             prefetch_factor=prefetch_factor if workers > 0 else None,
@@ -256,15 +388,18 @@ class SamplerLoader:
         )
         self.dataset = dataset
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self.sampler.set_epoch(epoch, skip_batches * self.batch_size)
-        # worker augmentation seeds follow (seed, epoch)
+    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
+        """As TensorLoader.set_epoch (training loaders)."""
+        start = skip_batches * self.batch_size * self.world_size
+        self.sampler.set_epoch(epoch, start if start_sample is None else start_sample)
+        # workers' own seeds follow (seed, epoch); augmentation does not use them
         self.generator.manual_seed(int(epoch_generator(self.seed, epoch, salt=7).initial_seed()))
 
     def __len__(self) -> int:
-        """Batches in a whole epoch on this rank (a resumed epoch yields the remainder)."""
-        n = len(self.sampler._indices())
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        """Batches the next pass yields on this rank."""
+        if self.train:
+            return len(self.sampler)
+        return -(-len(self.sampler) // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         return iter(self.loader)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: position in samples, per-rank generators, run settings
 REQUIRED_KEYS = ("model", "epoch", "step", "config", "format_version")
 
 

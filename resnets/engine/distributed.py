@@ -85,6 +85,7 @@ def wrap_model(model: nn.Module, info: DistInfo, sync_batchnorm: bool) -> nn.Mod
 @contextlib.contextmanager
 def no_sync_if(model: nn.Module, cond: bool) -> Iterator[None]:
     """Skip DDP's gradient all-reduce on accumulation micro-batches that do not step."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper has no no_sync
     if cond and isinstance(model, nn.parallel.DistributedDataParallel):
         with model.no_sync():
             yield
@@ -120,6 +121,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (a one-item list for one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:

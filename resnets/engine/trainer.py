@@ -26,10 +26,12 @@ from torchvision.transforms import v2
 
 from ..config import ConfigError, validate
 from ..data import build_data
+from ..data.plan import mix_seeds
 from ..models import build_model_from_config
 from ..models.summary import count_flops
 from ..optim import build_optimizer, build_scheduler
 from . import distributed as D
+from . import resume as R
 from .checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -138,6 +140,7 @@ class Trainer:
             seed=cfg.seed,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
+            accumulate=t.accumulate_grad_batches,
         )
         self.model = build_model_from_config(
             cfg.model,
@@ -154,18 +157,44 @@ class Trainer:
                 self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True
             )
         self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.steps_per_epoch = max(1, len(self.data.train) // t.accumulate_grad_batches)
-        self.scheduler = build_scheduler(
-            self.optimizer,
-            cfg.sched,
-            steps_per_epoch=self.steps_per_epoch,
-            epochs=t.epochs,
-            lr=cfg.optim.lr,
-        )
+        # what cuts each epoch into optimizer steps (resnets.data.plan); the schedule follows it
+        self.settings = {
+            "train_size": self.data.train_size,
+            "batch_size": t.batch_size,
+            "accumulate": t.accumulate_grad_batches,
+            "world_size": self.dist.world_size,
+            "drop_last": bool(cfg.data.get("drop_last", True)),
+            "epochs": t.epochs,
+            "seed": cfg.seed,
+        }
+        self.layout = R.fresh_layout(self.settings)
+        if self.layout["steps_per_epoch"] == 0:
+            raise ConfigError(
+                f"trainer.batch_size={t.batch_size} x trainer.accumulate_grad_batches="
+                f"{t.accumulate_grad_batches} x {self.dist.world_size} process(es) needs "
+                f"{t.batch_size * t.accumulate_grad_batches * self.dist.world_size} images a step; "
+                f"the data has {self.data.train_size} training images "
+                f"(data.drop_last={self.settings['drop_last']}). Accepted: a smaller batch size "
+                "or accumulation, or data.drop_last=false"
+            )
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "16-mixed" else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         self.mix = self._mixing(t, self.data.num_classes)
-        self.epoch, self.step, self.batch_in_epoch, self.best, self.best_epoch = 0, 0, 0, -1.0, -1
+        self.epoch, self.step, self.samples_in_epoch = 0, 0, 0
+        self.best, self.best_epoch, self.val_pending = -1.0, -1, False
+
+    def _build_schedule(self) -> None:
+        """The schedule as `self.layout` lays it out, standing at the current step."""
+        self.scheduler = build_scheduler(
+            self.optimizer,
+            self.cfg.sched,
+            steps_per_epoch=self.layout["steps_per_epoch"],
+            epochs=self.cfg.trainer.epochs,
+            lr=self.cfg.optim.lr,
+            total_steps=int(self.layout["total_steps"]),
+            origin=float(self.layout["origin"]),
+            start_step=self.step,
+        )
 
     @staticmethod
     def _mixing(t, num_classes: int):
@@ -177,7 +206,8 @@ class Trainer:
         return v2.RandomChoice(ops) if ops else None
 
     # ----------------------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, rank_rng: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+        rank_rng = rank_rng or [capture_rng()]
         return {
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -186,56 +216,143 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": self.epoch,
             "step": self.step,
-            "batch_in_epoch": self.batch_in_epoch,
+            "samples_in_epoch": self.samples_in_epoch,
+            "settings": dict(self.settings),
+            "schedule": dict(self.layout),
+            "val_pending": self.val_pending,
             "best": self.best,
             "best_epoch": self.best_epoch,
-            "rng": capture_rng(),
+            "rng": rank_rng[0],
+            "rank_rng": rank_rng,
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
             "format_version": FORMAT_VERSION,
         }
 
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
+        """Continue from `state`; settings that changed since it was written are honoured from
+        the current step and logged. What cannot be honoured raises before anything changes."""
+        if int(state["format_version"]) < 2:
+            state = R.upgrade_format_1(state, self.dist.world_size)
+        old_settings = state.get("settings") or {}
+        samples = int(state.get("samples_in_epoch", 0))
+        R.check_resumable(path, old_settings, self.settings, samples)
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as err:
             raise CheckpointError(
                 path, f"does not fit model {self.cfg.model.name!r}: {str(err).splitlines()[0]}"
             ) from err
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("scaler") is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        self.epoch, self.step, self.samples_in_epoch = (
+            int(state["epoch"]),
+            int(state["step"]),
+            samples,
+        )
         self.best = float(state.get("best", -1.0))
         self.best_epoch = int(state.get("best_epoch", -1))
-        restore_rng(state["rng"])
+        self.val_pending = bool(state.get("val_pending", False))
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:  # EMA switched on now: average from the resumed weights on
+                self.ema = AveragedModel(
+                    self.model,
+                    multi_avg_fn=get_ema_multi_avg_fn(self.cfg.trainer.ema_decay),
+                    use_buffers=True,
+                )
+                log.info(
+                    "trainer.ema_decay set on resume: the EMA starts from step %d's weights",
+                    self.step,
+                )
+        self._load_optimizer(state)
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self._restore_rng(state)
+        changes = R.setting_changes(old_settings, self.settings) if old_settings else []
+        if old_settings and not changes:
+            self.layout = dict(state["schedule"])  # the same run: the same schedule
+        else:
+            self.layout = R.relaid_layout(
+                self.settings, epoch=self.epoch, samples_in_epoch=samples, step=self.step
+            )
+            log.warning(
+                "resuming with other settings (%s): continuing epoch %d from sample %d of %d; "
+                "schedule laid out again for %d steps in all (%d per epoch) from step %d",
+                ", ".join(changes) or f"format {state['format_version']} checkpoint",
+                self.epoch + 1,
+                samples,
+                self.settings["train_size"],
+                self.layout["total_steps"],
+                self.layout["steps_per_epoch"],
+                self.step,
+            )
+        changed = R.config_changes(state["config"], self.cfg, ("optim", "sched"))
+        if changed:
+            log.warning("%s: in effect from step %d", ", ".join(changed), self.step)
+
+    def _load_optimizer(self, state: dict[str, Any]) -> None:
+        """Keep the optimizer's per-parameter state (momentum, moments); its hyper-parameters
+        (lr, weight decay, ...) are this run's config, so a changed value takes effect now."""
+        old = OmegaConf.select(OmegaConf.create(state["config"]), "optim.name")
+        if old is not None and old != self.cfg.optim.name:
+            log.warning(
+                "optim.name changed from %s to %s: the optimizer state starts afresh",
+                old,
+                self.cfg.optim.name,
+            )
+            return
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as err:  # other parameter groups: nothing was loaded
+            log.warning("optimizer state does not fit this run (%s): it starts afresh", err)
+            return
+        for group, values in zip(self.optimizer.param_groups, fresh, strict=True):
+            for key in [k for k in group if k != "params" and k not in values]:
+                del group[key]  # e.g. a previous schedule's initial_lr
+            group.update(values)
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        """Each rank gets back its own generators; on another world size each rank is reseeded
+        from (seed, step, rank), which is deterministic but not the stream it would have had."""
+        saved = state.get("rank_rng") or ([state["rng"]] if state.get("rng") is not None else [])
+        if len(saved) == self.dist.world_size and (
+            state.get("rank_rng") or self.dist.world_size == 1
+        ):
+            restore_rng(saved[self.dist.rank])
+            return
+        seed_everything(mix_seeds(self.cfg.seed, self.step, self.dist.rank))
+        log.warning(
+            "checkpoint holds random generators of %d process(es), this run has %d: each rank "
+            "reseeded from (seed, step, rank)",
+            len(saved),
+            self.dist.world_size,
+        )
 
     def _resume(self) -> None:
         explicit = self.cfg.ckpt_path
         path = Path(explicit) if explicit else self.ckpt_dir / "last.pt"
-        if not explicit and not (self.cfg.resume and path.exists()):
-            return
-        try:
-            state = load_checkpoint(path)
-        except CheckpointError as err:
-            if explicit:
-                raise
-            # never let this run's first save overwrite the evidence
-            aside = move_aside(path) if self.dist.is_main else path
-            raise CheckpointError(
-                path,
-                f"{str(err).split(': ', 1)[1]}. Moved it to {aside}; run again to start afresh, "
-                f"or resume from another file with ckpt_path=...",
-            ) from err
-        self.load_state_dict(state, path)
-        log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+        if explicit or (self.cfg.resume and path.exists()):
+            try:
+                state = load_checkpoint(path)
+            except CheckpointError as err:
+                if explicit:
+                    raise
+                # never let this run's first save overwrite the evidence
+                aside = move_aside(path) if self.dist.is_main else path
+                raise CheckpointError(
+                    path,
+                    f"{str(err).split(': ', 1)[1]}. Moved it to {aside}; run again to start "
+                    f"afresh, or resume from another file with ckpt_path=...",
+                ) from err
+            self.load_state_dict(state, path)
+            log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+        self._build_schedule()
 
     def _save(self, name: str) -> None:
+        """Every rank calls this at the same step: each hands in its random generators."""
+        rank_rng = D.all_gather_object(capture_rng())
         if self.dist.is_main:
-            save_checkpoint(self.ckpt_dir / name, self.state_dict())
+            save_checkpoint(self.ckpt_dir / name, self.state_dict(rank_rng))
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> float:
@@ -268,7 +385,7 @@ class Trainer:
             t.precision,
             self.data.train_size,
             self.data.val_size,
-            self.steps_per_epoch,
+            self.layout["steps_per_epoch"],
             device,
         )
         started = time.perf_counter()
@@ -276,16 +393,19 @@ class Trainer:
         last_train: dict[str, float] = {}
         last_val: dict[str, float] = {}
         try:
+            if self.val_pending:  # stopped right after an epoch's last step, before validating
+                self.val_pending = False
+                last_val = self._validate_and_save(0.0, 0, finished_epoch=True)
             with torch.autograd.set_detect_anomaly(t.detect_anomaly):
                 while self.epoch < t.epochs and not self._reached_max_steps():
                     epoch_start = time.perf_counter()
-                    last_train, seen = self._train_epoch(forward, stop)
+                    last_train, seen, finished = self._train_epoch(net, forward, stop)
                     images_seen += seen
                     epoch_time = time.perf_counter() - epoch_start
                     train_time += epoch_time
                     if stop.requested:
+                        self.val_pending = finished  # the resumed run validates it first
                         break
-                    finished = self.batch_in_epoch == 0
                     if finished or self._reached_max_steps():
                         last_val = self._validate_and_save(epoch_time, seen, finished) or last_val
             if stop.requested:
@@ -302,6 +422,8 @@ class Trainer:
             last_val = evaluate_model(
                 self.model, self.data.val, device, t.precision, t.channels_last
             )
+        if self.best < 0:  # never a placeholder: a checkpoint that has not been scored yet
+            self.best, self.best_epoch = last_val["top1"], self.epoch
         metrics = self._final_metrics(
             last_train, last_val, time.perf_counter() - started, images_seen, train_time
         )
@@ -328,24 +450,30 @@ class Trainer:
     def _reached_max_steps(self) -> bool:
         return self.cfg.trainer.max_steps is not None and self.step >= self.cfg.trainer.max_steps
 
-    def _train_epoch(self, forward: nn.Module, stop: StopRequest) -> tuple[dict[str, float], int]:
+    def _train_epoch(
+        self, net: nn.Module, forward: nn.Module, stop: StopRequest
+    ) -> tuple[dict[str, float], int, bool]:
+        """Steps from the current place in the epoch to its end (or to a stop); returns the
+        epoch's train figures, the images this rank saw, and whether the epoch ran to its end.
+
+        The loader yields `accumulate` equal micro-batches per step on every rank
+        (resnets.data.plan), so each micro-batch's mean loss over `accumulate` is the step's
+        mean loss, a short last step included."""
         t, device, loader = self.cfg.trainer, self.dist.device, self.data.train
         accumulate = t.accumulate_grad_batches
         self.model.train()
-        start_batch = self.batch_in_epoch
-        loader.set_epoch(self.epoch, start_batch)
+        loader.set_epoch(self.epoch, start_sample=self.samples_in_epoch)
+        batches = len(loader)  # this pass, on this rank: a multiple of `accumulate`
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, samples
-        window_start, window_images, seen = time.perf_counter(), 0, 0
-        last_batch = len(loader) - 1
+        window_start, window_images, seen, step_images, done = time.perf_counter(), 0, 0, 0, 0
         bar = progress(
             loader,
             enabled=t.progress and self.dist.is_main,
-            total=len(loader),
-            initial=start_batch,
+            total=batches,
             desc=f"epoch {self.epoch + 1}/{t.epochs}",
             leave=False,
         )
-        for i, (images, labels) in enumerate(bar, start=start_batch):
+        for i, (images, labels) in enumerate(bar):
             images = images.to(device, non_blocking=True).contiguous(
                 memory_format=self.memory_format
             )
@@ -355,8 +483,9 @@ class Trainer:
             targets = labels
             if self.mix is not None:
                 images, targets = self.mix(images, labels)
-            steps_now = (i + 1) % accumulate == 0 or i == last_batch
-            with D.no_sync_if(forward, not steps_now), autocast(device, t.precision):
+            steps_now = (i + 1) % accumulate == 0
+            # `net` is the DDP module itself: a compiled wrapper around it has no no_sync
+            with D.no_sync_if(net, not steps_now), autocast(device, t.precision):
                 logits = forward(images)
                 loss = self.criterion(logits.float(), targets)
             (self.scaler.scale(loss / accumulate) if self.scaler else loss / accumulate).backward()
@@ -367,13 +496,18 @@ class Trainer:
             sums[1] += (logits.detach().argmax(1) == labels).sum()
             sums[2] += labels.numel()
             window_images += labels.numel()
+            step_images += labels.numel()
             seen += labels.numel()
+            done = i + 1
             if not steps_now:
                 continue
             grad_norm = self._optimizer_step(log_now=(self.step + 1) % t.log_every == 0)
             self.step += 1
-            self.batch_in_epoch = i + 1
-            if self.step % t.log_every == 0:
+            # every rank's micro-batches of a step are the same size
+            self.samples_in_epoch += step_images * self.dist.world_size
+            step_images = 0
+            at_sync_point = self.step % t.log_every == 0
+            if at_sync_point:
                 self._check_finite(sums[0], f"by step {self.step}")
                 elapsed = time.perf_counter() - window_start
                 n = max(sums[2].item(), 1)
@@ -393,7 +527,12 @@ class Trainer:
                     ips=f"{stats['perf/images_per_s']:.0f}",
                 )
                 window_start, window_images = time.perf_counter(), 0
-            if stop.save_signum is not None:  # under submitit, SIGTERM announces a preemption
+            # ranks must stop (and save) at the same step; they compare notes where the loop
+            # syncs anyway
+            stopping = self._agree_to_stop(stop, at_sync_point)
+            if stop.save_signum is not None and not stopping and self._agreed(at_sync_point):
+                # under submitit, SIGTERM announces a preemption: save, and go on
+                self._check_finite(sums[0], f"by step {self.step}")  # never save a diverged run
                 self._save("last.pt")
                 log.warning(
                     "signal %d: last.pt written at step %d; training goes on until the "
@@ -402,30 +541,39 @@ class Trainer:
                     self.step,
                 )
                 stop.save_signum = None
-            # ranks must stop at the same step; they compare notes where the loop syncs anyway
-            if self._agree_to_stop(stop, at_sync_point=self.step % t.log_every == 0):
-                break
-            if self._reached_max_steps():
+            if stopping or self._reached_max_steps():
                 break
         bar.close()
         self._agree_to_stop(stop, at_sync_point=True)
         self._check_finite(sums[0], f"in epoch {self.epoch + 1}")
-        if self.batch_in_epoch >= len(loader):  # the epoch ran to its end
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        finished = done == batches
+        if finished:
+            self.epoch, self.samples_in_epoch = self.epoch + 1, 0
         totals = D.all_reduce_sum(sums.clone())
         samples = max(totals[2].item(), 1)
-        return {"loss": totals[0].item() / samples, "top1": 100 * totals[1].item() / samples}, seen
+        train = {"loss": totals[0].item() / samples, "top1": 100 * totals[1].item() / samples}
+        return train, seen, finished
+
+    def _agreed(self, at_sync_point: bool) -> bool:
+        """Whether the ranks have just compared notes (always, for one process)."""
+        return at_sync_point or not self.dist.distributed
 
     def _agree_to_stop(self, stop: StopRequest, at_sync_point: bool) -> bool:
-        """One process stops when signalled; ranks all-reduce the signal number at sync points,
-        so a signal that reached any rank stops every rank at the same step."""
+        """One process stops when signalled; ranks all-reduce the signal numbers at sync points,
+        so a stop or save signal that reached any rank acts on every rank at the same step."""
         if not self.dist.distributed:
             return stop.requested
         if not at_sync_point:
             return False
-        signum = D.all_reduce_max(int(stop.signum or 0), self.dist.device)
+        # one collective for both: a stop (which saves anyway) outranks a save-only signal
+        both = D.all_reduce_max(
+            int(stop.signum or 0) * 256 + int(stop.save_signum or 0), self.dist.device
+        )
+        signum, save_signum = divmod(both, 256)
         if signum:
             stop.signum = stop.signum or signum
+        elif save_signum:
+            stop.save_signum = stop.save_signum or save_signum
         return bool(signum)
 
     def _optimizer_step(self, log_now: bool) -> torch.Tensor | None:
@@ -459,9 +607,8 @@ class Trainer:
         self, epoch_time: float, seen: int, finished_epoch: bool
     ) -> dict[str, float]:
         t, device = self.cfg.trainer, self.dist.device
-        last = (
-            not finished_epoch or self.epoch >= t.epochs
-        )  # stopping here: always evaluate and save
+        # the run ends here (or pauses inside an epoch): always evaluate and save
+        last = not finished_epoch or self.epoch >= t.epochs or self._reached_max_steps()
         val: dict[str, float] = {}
         if last or self.epoch % t.eval_every == 0:
             D.broadcast_buffers(self.model)
