@@ -1,0 +1,145 @@
+"""Properties over the configuration space (hypothesis, small fixed budgets): the schedule spans
+the steps the loop takes, and a run stopped anywhere and resumed equals one that never stopped."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from resnets.engine.checkpoint import load_checkpoint
+from resnets.engine.trainer import train
+
+from .helpers import compose_train
+from .test_training_correctness import FAST
+
+QUICK = settings(
+    deadline=None,
+    derandomize=True,  # the same examples on every run: `make test` stays predictable
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def expected_steps(n: int, batch: int, accumulate: int, drop_last: bool) -> int:
+    """Steps per epoch, counted sample by sample (independently of resnets.data.plan)."""
+    steps, left = 0, n
+    while left >= batch * accumulate:
+        steps, left = steps + 1, left - batch * accumulate
+    if not drop_last and left // accumulate >= 1:
+        steps += 1  # the short step: `accumulate` equal micro-batches of left // accumulate
+    return steps
+
+
+config = st.fixed_dictionaries(
+    {
+        "images": st.integers(8, 48),
+        "batch": st.integers(1, 6),
+        "accumulate": st.integers(1, 3),
+        "drop_last": st.booleans(),
+        "epochs": st.integers(1, 3),
+        "sched": st.sampled_from(["cosine", "onecycle", "step", "multistep"]),
+    }
+).filter(lambda c: c["images"] >= c["batch"] * c["accumulate"])
+
+
+def overrides(c: dict) -> list[str]:
+    return [
+        *FAST,
+        f"data.fake_size={c['images']}",
+        f"trainer.batch_size={c['batch']}",
+        f"trainer.accumulate_grad_batches={c['accumulate']}",
+        f"data.drop_last={str(c['drop_last']).lower()}",
+        f"trainer.epochs={c['epochs']}",
+        f"sched={c['sched']}",
+        "sched.warmup_epochs=0.5" if c["sched"] != "onecycle" else "sched.pct_start=0.3",
+        *(["sched.step_size=1"] if c["sched"] == "step" else []),
+        *(["sched.milestones=[1,2]"] if c["sched"] == "multistep" else []),
+    ]
+
+
+@settings(QUICK, max_examples=8)
+@given(c=config, cap=st.none() | st.integers(1, 20))
+def test_scheduler_steps_equal_optimizer_steps_and_the_schedule_ends_at_the_end(
+    tmp_path_factory, c, cap
+) -> None:
+    steps = []
+    hook = register_optimizer_step_post_hook(lambda *a: steps.append(1))
+    try:
+        run_dir = tmp_path_factory.mktemp("sched")
+        args = overrides(c) + ([f"trainer.max_steps={cap}"] if cap else [])
+        train(compose_train(args), run_dir)
+    finally:
+        hook.remove()
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    planned = c["epochs"] * expected_steps(c["images"], c["batch"], c["accumulate"], c["drop_last"])
+    taken = min(planned, cap) if cap else planned
+    assert len(steps) == state["step"] == state["scheduler"]["last_epoch"] == taken
+    assert state["schedule"]["total_steps"] == planned  # max_steps stops; it does not re-plan
+    if c["sched"] == "cosine" and taken == planned:  # cosine reaches min_lr (0) on the last step
+        assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0, abs=1e-12)
+
+
+def same_weights(a, b) -> None:
+    wa = load_checkpoint(a / "checkpoints" / "last.pt")
+    wb = load_checkpoint(b / "checkpoints" / "last.pt")
+    assert wa["step"] == wb["step"]
+    for name in wa["model"]:
+        assert torch.equal(wa["model"][name], wb["model"][name]), name
+
+
+def stop_then_resume(tmp_path_factory, args: list[str], stop_at: int) -> None:
+    base = tmp_path_factory.mktemp("resume")
+    train(compose_train(args), base / "straight")
+    total = load_checkpoint(base / "straight/checkpoints/last.pt")["step"]
+    stop_at = 1 + stop_at % max(total - 1, 1)
+    train(compose_train([*args, f"trainer.max_steps={stop_at}"]), base / "resumed")
+    assert load_checkpoint(base / "resumed/checkpoints/last.pt")["step"] == min(stop_at, total)
+    train(compose_train(args), base / "resumed")
+    same_weights(base / "straight", base / "resumed")
+
+
+@settings(QUICK, max_examples=5)
+@given(c=config, stop_at=st.integers(0, 100))
+def test_stop_at_any_step_then_resume_equals_an_uninterrupted_run(
+    tmp_path_factory, c, stop_at
+) -> None:
+    args = [
+        *overrides(c),
+        "data.augment.hflip=true",
+        "model.drop_path=0.1",
+        "trainer.mixup_alpha=0.3",
+    ]
+    stop_then_resume(tmp_path_factory, args, stop_at)
+
+
+@pytest.mark.slow
+@settings(QUICK, max_examples=2)
+@given(
+    c=config,
+    stop_at=st.integers(0, 100),
+    persistent=st.booleans(),
+)
+def test_stop_and_resume_with_loader_workers_equals_an_uninterrupted_run(
+    tmp_path_factory, c, stop_at, persistent
+) -> None:
+    """Per-sample torchvision transforms in 2 worker processes: each sample's randomness comes
+    from (seed, epoch, position), whichever worker draws it and however many batches a resumed
+    epoch skips."""
+    args = [
+        *overrides(c),
+        "data.loader=torchvision",
+        "trainer.workers=2",
+        f"data.persistent_workers={str(persistent).lower()}",
+        "data.augment.hflip=true",
+    ]
+    stop_then_resume(tmp_path_factory, args, stop_at)
