@@ -237,3 +237,47 @@ class EvalConfig:
 
 def register_eval_configs() -> None:
     ConfigStore.instance().store(name="evaluate_schema", node=EvalConfig)
+
+
+@dataclass
+class ExportConfig:
+    """conf/export.yaml: which checkpoint, which formats, and how strictly parity is checked."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ckpt: str | None = None
+    format: str = "onnx"  # onnx | torchscript | exported | all
+    use_ema: bool = False
+    dynamic_batch: bool = True
+    opset: int | None = None
+    output_dir: str | None = None
+    parity_data: str = "val"  # val | random
+    parity_samples: int = 512
+    tolerance: float = 1e-4
+    latency_repeats: int = 10
+    seed: int = 0
+
+
+@dataclass
+class PredictConfig:
+    """conf/predict.yaml: a checkpoint or an exported ONNX file, and the images to classify."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ckpt: str | None = None
+    model_file: str | None = None
+    images: str | None = None
+    use_ema: bool = False
+    topk: int = 5
+    batch_size: int = 32
+    workers: int = 0
+    output_dir: str | None = None
+    progress: bool = True
+    seed: int = 0
+
+
+def register_export_configs() -> None:
+    ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+    ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
