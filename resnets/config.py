@@ -120,7 +120,8 @@ class TrainerConfig:
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
-    ema_decay: float | None = None
+    ema_decay: float | None = None  # per optimizer step
+    ema_every: int = 1  # update the EMA every k steps (with decay**k)
     progress: bool = True
     save_every: int = 1
     sync_batchnorm: bool = False
@@ -161,6 +162,7 @@ POSITIVE: tuple[str, ...] = (
     "trainer.eval_every",
     "trainer.log_every",
     "trainer.save_every",
+    "trainer.ema_every",
     "optim.lr",
     "data.image_size",
 )

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
 from ..config import ConfigError, validate
@@ -39,6 +38,7 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from .ema import EMA
 from .logging import TensorBoard, log_file, progress, silence_file_logs
 from .metrics import topk_correct_tensor
 from .signals import StopRequest
@@ -150,9 +150,7 @@ class Trainer:
         self.model.to(device, memory_format=self.memory_format)
         self.ema = None
         if t.ema_decay:
-            self.ema = AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True
-            )
+            self.ema = EMA(self.model, t.ema_decay, every=t.ema_every)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.steps_per_epoch = max(1, len(self.data.train) // t.accumulate_grad_batches)
         self.scheduler = build_scheduler(
@@ -443,7 +441,7 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        if self.ema is not None:
+        if self.ema is not None and (self.step + 1) % self.ema.every == 0:
             self.ema.update_parameters(self.model)
         return grad_norm
 
@@ -464,9 +462,7 @@ class Trainer:
         )  # stopping here: always evaluate and save
         val: dict[str, float] = {}
         if last or self.epoch % t.eval_every == 0:
-            D.broadcast_buffers(self.model)
-            if self.ema is not None:
-                D.broadcast_buffers(self.ema)
+            self._share_buffers()
             val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
             scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
             if self.ema is not None:
@@ -502,6 +498,14 @@ class Trainer:
         if last or self.epoch % t.save_every == 0:
             self._save("last.pt")
         return val
+
+    def _share_buffers(self) -> None:
+        """Rank 0's batch-norm statistics (and EMA's) to every rank before evaluation. The EMA
+        module's own buffers only: AveragedModel's counter `n_averaged` is a host tensor that
+        NCCL cannot send, and it is the same on every rank anyway."""
+        D.broadcast_buffers(self.model)
+        if self.ema is not None:
+            D.broadcast_buffers(self.ema.module)
 
     def _final_metrics(self, train_stats, val, wall, images_seen, train_time) -> dict[str, Any]:
         cfg = self.cfg
