@@ -89,6 +89,7 @@ class OptimConfig:
 class SchedConfig:
     name: str = "cosine"  # cosine | step | multistep | onecycle | constant
     warmup_epochs: float = 0.0
+    warmup_method: str = "linear"  # linear (rise from start factor) | constant (hold it)
     warmup_start_factor: float = 0.1
     min_lr: float = 0.0
     step_size: float = 30.0  # epochs, for step
@@ -152,6 +153,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.compile_mode": ("default", "reduce-overhead", "max-autotune"),
     "optim.name": ("sgd", "adamw"),
     "sched.name": ("cosine", "step", "multistep", "onecycle", "constant"),
+    "sched.warmup_method": ("linear", "constant"),
     "data.loader": ("auto", "tensor", "torchvision"),
     "data.split": ("val", "test", "train"),
 }

@@ -23,11 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.transforms import v2
 
-from ..config import ConfigError, validate
+from ..config import validate
 from ..data import build_data
 from ..models import build_model_from_config
 from ..models.summary import count_flops
 from ..optim import build_optimizer, build_scheduler
+from ..runtime import check_runtime
 from . import distributed as D
 from .checkpoint import (
     FORMAT_VERSION,
@@ -97,6 +98,7 @@ def evaluate_model(
 class Trainer:
     def __init__(self, cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> None:
         validate(cfg)
+        check_runtime(cfg.trainer, cfg.data)
         self.cfg = cfg
         self.dist = D.init_distributed(cfg.trainer)
         if output_dir is None:
@@ -110,12 +112,6 @@ class Trainer:
             with contextlib.suppress(OSError):  # only ever removes an empty directory
                 own.rmdir()
         self.ckpt_dir = self.out / "checkpoints"
-        t = cfg.trainer
-        if t.precision == "16-mixed" and self.dist.device.type != "cuda":
-            raise ConfigError(
-                "trainer.precision='16-mixed' needs CUDA (fp16 autocast with a gradient scaler); "
-                "accepted on CPU: 32, bf16-mixed"
-            )
         if not self.dist.is_main:
             silence_file_logs()
 
