@@ -117,3 +117,118 @@ def test_two_gloo_ranks_with_ema_validate_save_and_resume(tmp_path) -> None:
     assert second["step"] == 22 and int(second["ema"]["n_averaged"]) == 22
     log = (run_dir / "train.log").read_text()
     assert "at epoch 1, step 11" in log.split("resumed from")[1] and "epoch 2 step 22: val" in log
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, port: int, out: str, failure: str, results) -> None:
+    """One gloo rank of a two-rank run; `failure` breaks one rank only."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    from resnets.engine import trainer as trainer_module
+    from resnets.engine.checkpoint import CheckpointError
+
+    overrides = [*TINY, "trainer=ddp", "trainer.epochs=2", "trainer.log_every=5"]
+    if failure == "nan" and rank == 1:  # the 5th loss (a check step) is NaN on rank 1 only
+        calls = {"n": 0}
+        forward = torch.nn.CrossEntropyLoss.forward
+
+        def nan_at_5(self, logits, target):
+            calls["n"] += 1
+            loss = forward(self, logits, target)
+            return loss * float("nan") if calls["n"] == 5 else loss
+
+        torch.nn.CrossEntropyLoss.forward = nan_at_5
+    if failure == "save" and rank == 0:
+
+        def disk_full(path, state):
+            raise CheckpointError(path, "could not be written ([Errno 28] No space left on device)")
+
+        trainer_module.save_checkpoint = disk_full
+    try:
+        trainer_module.train(compose_train(overrides), out)
+        outcome = (rank, None, "")
+    except Exception as err:
+        outcome = (rank, type(err).__name__, str(err))
+    results.put((*outcome, dist.is_initialized()))
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("failure", ["nan", "save"])
+def test_one_failing_rank_stops_both_with_the_same_message(tmp_path, failure) -> None:
+    """A NaN loss on rank 1 or a failed checkpoint write on rank 0: both ranks stop with the
+    same one-line error and destroy the process group; nobody waits for a collective."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = _free_port()
+    procs = [
+        ctx.Process(target=_rank_main, args=(r, port, str(tmp_path), failure, results))
+        for r in (0, 1)
+    ]
+    for p in procs:
+        p.start()
+    outcomes = {}
+    try:
+        for _ in procs:
+            rank, kind, message, initialized = results.get(timeout=240)
+            outcomes[rank] = (kind, message, initialized)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    expected = "NonFiniteLossError" if failure == "nan" else "CheckpointError"
+    assert outcomes[0][0] == outcomes[1][0] == expected, outcomes
+    assert outcomes[0][1] == outcomes[1][1], outcomes
+    if failure == "nan":
+        assert outcomes[0][1].startswith("training loss became nan by step 5 ")
+    else:
+        assert "No space left on device" in outcomes[0][1]
+        assert outcomes[0][1].startswith(str(tmp_path / "checkpoints" / "best.pt"))
+    assert not outcomes[0][2] and not outcomes[1][2]  # process group destroyed
+
+
+def test_resume_on_fewer_gpus_restores_the_cuda_rng_states_that_fit(caplog) -> None:
+    """An 8-GPU checkpoint resumed where one GPU is visible: device 0's state comes back and the
+    rest are reported, where set_rng_state_all raised IndexError."""
+    from resnets.engine.checkpoint import capture_rng, restore_rng
+
+    rng = capture_rng()
+    rng["cuda"] = torch.stack([torch.full((16,), i, dtype=torch.uint8) for i in range(8)])
+    restored: list[tuple[int, torch.Tensor]] = []
+
+    def set_rng_state(state, device="cuda"):  # as torch's: one generator per visible device
+        index = device if isinstance(device, int) else (torch.device(device).index or 0)
+        if index >= 1:
+            raise IndexError("list index out of range")
+        restored.append((index, state.clone()))
+
+    with (
+        mock.patch("torch.cuda.is_available", return_value=True),
+        mock.patch("torch.cuda.device_count", return_value=1),
+        mock.patch("torch.cuda.set_rng_state", set_rng_state),
+        mock.patch("torch.cuda.random.set_rng_state", set_rng_state),
+        caplog.at_level("WARNING"),
+    ):
+        restore_rng(rng)
+    assert [i for i, _ in restored] == [0] and torch.equal(restored[0][1], rng["cuda"][0])
+    assert "CUDA RNG states for 8 devices, 1 visible: restored devices 0-0" in caplog.text

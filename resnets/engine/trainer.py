@@ -57,7 +57,10 @@ class TrainingInterrupted(SystemExit):
 
 def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> float:
     """Train as `cfg` says; returns the best validation top-1 accuracy in percent."""
-    return Trainer(cfg, output_dir).fit()
+    try:
+        return Trainer(cfg, output_dir).fit()
+    finally:
+        D.cleanup()  # under torchrun: destroy the process group, even after a failure
 
 
 def seed_everything(seed: int) -> None:
@@ -227,9 +230,22 @@ class Trainer:
         self.load_state_dict(state, path)
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
 
-    def _save(self, name: str) -> None:
+    def _save(self, name: str, agree: bool = True) -> None:
+        """Rank 0 writes. With `agree` (every rank calls this at the same point), rank 0 tells
+        the others whether the write failed, so all ranks stop with its message instead of
+        waiting for it in the next collective."""
+        path, failure = self.ckpt_dir / name, None
         if self.dist.is_main:
-            save_checkpoint(self.ckpt_dir / name, self.state_dict())
+            try:
+                save_checkpoint(path, self.state_dict())
+            except CheckpointError as err:
+                failure = err
+        if agree and self.dist.distributed:
+            reason = D.broadcast_object(None if failure is None else str(failure))
+            if reason is not None and failure is None:
+                failure = CheckpointError(path, reason.removeprefix(f"{path}: "))
+        if failure is not None:
+            raise failure
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> float:
@@ -388,7 +404,7 @@ class Trainer:
                 )
                 window_start, window_images = time.perf_counter(), 0
             if stop.save_signum is not None:  # under submitit, SIGTERM announces a preemption
-                self._save("last.pt")
+                self._save("last.pt", agree=False)  # the signal may reach ranks at other steps
                 log.warning(
                     "signal %d: last.pt written at step %d; training goes on until the "
                     "preemption signal",
@@ -442,7 +458,12 @@ class Trainer:
         return grad_norm
 
     def _check_finite(self, loss_sum: torch.Tensor, where: str) -> None:
-        if self.scaler is None and not torch.isfinite(loss_sum).item():
+        """Every rank calls this at the same step; the sum over ranks is non-finite when any
+        rank's is, so all ranks stop together with the same message."""
+        if self.scaler is not None:  # a non-finite loss is a skipped step
+            return
+        loss_sum = D.all_reduce_sum(loss_sum.detach().clone())
+        if not torch.isfinite(loss_sum).item():
             raise NonFiniteLossError(
                 f"training loss became {loss_sum.item()} {where} (model {self.cfg.model.name}, "
                 f"lr {self.optimizer.param_groups[0]['lr']:.3g}); stopping without saving. "
