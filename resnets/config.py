@@ -89,6 +89,7 @@ class OptimConfig:
 class SchedConfig:
     name: str = "cosine"  # cosine | step | multistep | onecycle | constant
     warmup_epochs: float = 0.0
+    warmup_method: str = "linear"  # linear (rise from start factor) | constant (hold it)
     warmup_start_factor: float = 0.1
     min_lr: float = 0.0
     step_size: float = 30.0  # epochs, for step
@@ -120,7 +121,8 @@ class TrainerConfig:
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
-    ema_decay: float | None = None
+    ema_decay: float | None = None  # per optimizer step
+    ema_every: int = 1  # update the EMA every k steps (with decay**k)
     progress: bool = True
     save_every: int = 1
     sync_batchnorm: bool = False
@@ -151,6 +153,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.compile_mode": ("default", "reduce-overhead", "max-autotune"),
     "optim.name": ("sgd", "adamw"),
     "sched.name": ("cosine", "step", "multistep", "onecycle", "constant"),
+    "sched.warmup_method": ("linear", "constant"),
     "data.loader": ("auto", "tensor", "torchvision"),
     "data.split": ("val", "test", "train"),
 }
@@ -161,6 +164,7 @@ POSITIVE: tuple[str, ...] = (
     "trainer.eval_every",
     "trainer.log_every",
     "trainer.save_every",
+    "trainer.ema_every",
     "optim.lr",
     "data.image_size",
 )
