@@ -108,9 +108,10 @@ class TrainerConfig:
     batch_size: int = 128
     eval_batch_size: int | None = None
     workers: int = 2
-    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
-    channels_last: bool = False
-    compile: bool = False
+    # auto / null: chosen for the device the run lands on (resnets.runtime.DEVICE_DEFAULTS)
+    precision: str = "auto"  # auto | 32 | bf16-mixed | 16-mixed
+    channels_last: bool | None = None
+    compile: bool | None = None
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
     accumulate_grad_batches: int = 1
     grad_clip: float | None = None
@@ -147,7 +148,7 @@ def register_configs() -> None:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "trainer.precision": ("32", "bf16-mixed", "16-mixed"),
+    "trainer.precision": ("auto", "32", "bf16-mixed", "16-mixed"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.dist_backend": ("auto", "nccl", "gloo"),
     "trainer.compile_mode": ("default", "reduce-overhead", "max-autotune"),

@@ -7,13 +7,16 @@ traceback from deep inside torch.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import torch
 
 from .config import ConfigError
+
+log = logging.getLogger(__name__)
 
 GPU_PRESETS = "trainer=gpu and the GPU experiments (cifar10_fast, imagenet_*) set it"
 
@@ -65,3 +68,37 @@ def check_runtime(
     if data is not None and data.get("gpu_decode"):
         raise ConfigError("data.gpu_decode=true needs a CUDA device; accepted on CPU: false")
     return device
+
+
+# The settings a run leaves to its device (precision `auto`, channels_last / compile null).
+# CPU: fp32 (bf16 autocast is slower than fp32 on these CPUs), channels_last (about 1.3x faster
+# convolutions here). CUDA: bf16 autocast (fp16 with a scaler before Ampere), channels_last for
+# the tensor cores, torch.compile.
+DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cpu": {"precision": "32", "channels_last": True, "compile": False},
+    "cuda": {"precision": "bf16-mixed", "channels_last": True, "compile": True},
+}
+
+
+def apply_device_defaults(
+    trainer: MutableMapping[str, Any], device: str, *, bf16_supported: bool | None = None
+) -> dict[str, Any]:
+    """Fill the settings left to the device in place; returns what was chosen (logged once)."""
+    defaults = dict(DEVICE_DEFAULTS[device])
+    if device == "cuda":
+        if bf16_supported is None:
+            bf16_supported = torch.cuda.is_bf16_supported()
+        if not bf16_supported:
+            defaults["precision"] = "16-mixed"
+    chosen = {k: v for k, v in defaults.items() if trainer.get(k) in (None, "auto")}
+    for field, value in chosen.items():
+        trainer[field] = value
+    if chosen:
+        settings = ", ".join(f"{k}={v}" for k, v in chosen.items())
+        log.info(
+            "device %s: %s (the defaults for %s; set trainer.<field> to choose)",
+            device,
+            settings,
+            device,
+        )
+    return chosen

@@ -28,7 +28,7 @@ from ..data import build_data
 from ..models import build_model_from_config
 from ..models.summary import count_flops
 from ..optim import build_optimizer, build_scheduler
-from ..runtime import check_runtime
+from ..runtime import apply_device_defaults, check_runtime
 from . import distributed as D
 from .checkpoint import (
     FORMAT_VERSION,
@@ -101,7 +101,7 @@ def evaluate_model(
 class Trainer:
     def __init__(self, cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> None:
         validate(cfg)
-        check_runtime(cfg.trainer, cfg.data)
+        apply_device_defaults(cfg.trainer, check_runtime(cfg.trainer, cfg.data))
         self.cfg = cfg
         self.dist = D.init_distributed(cfg.trainer)
         if output_dir is None:
