@@ -30,6 +30,14 @@ PARITY_DATA = ("val", "random")
 MANIFEST = "model.json"
 
 
+def cpu_only(run: DictConfig) -> DictConfig:
+    """Exports and predictions run on the CPU: a run that decoded JPEGs on its GPU decodes here
+    with the same transforms on the CPU."""
+    if run.data.get("gpu_decode"):
+        run.data.gpu_decode = False
+    return run
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -94,7 +102,7 @@ def export_checkpoint(cfg: DictConfig, overrides: Sequence[str]) -> tuple[dict, 
     """
     wanted = check_export_config(cfg)
     source, weights, state, run = checkpoint_run(cfg, overrides)
-    model, data = restore_model_and_data(run, weights, source, device=torch.device("cpu"))
+    model, data = restore_model_and_data(cpu_only(run), weights, source, device=torch.device("cpu"))
     model.eval()
     pre = data.eval_preprocessing()
     shape = (data.in_chans, pre["crop"], pre["crop"])

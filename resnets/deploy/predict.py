@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import ConfigError
 from ..data.transforms import folder_eval
 from . import formats
-from .export import MANIFEST
+from .export import MANIFEST, cpu_only
 
 log = logging.getLogger(__name__)
 SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "exported", ".pt": "torchscript"}
@@ -115,7 +115,7 @@ def from_checkpoint(cfg: DictConfig, overrides: Sequence[str]) -> Classifier:
     from .parity import eager_logits
 
     source, weights, _state, run = checkpoint_run(cfg, overrides)
-    model, data = restore_model_and_data(run, weights, source, device=torch.device("cpu"))
+    model, data = restore_model_and_data(cpu_only(run), weights, source, device=torch.device("cpu"))
     return Classifier(list(data.class_names), data.eval_preprocessing(), eager_logits(model), None)
 
 

@@ -23,6 +23,7 @@ from ..config import ConfigError
 from ..data import DataBundle, build_data
 from ..models import build_model_from_config
 from ..models.summary import count_flops
+from ..runtime import check_runtime
 from . import distributed as D
 from .checkpoint import CheckpointError, load_checkpoint, load_weights_file
 from .logging import TensorBoard
@@ -213,9 +214,14 @@ def evaluate_run(
         )
     source, weights, state, run = checkpoint_run(cfg, overrides)
     ckpt = Path(cfg.ckpt) if cfg.ckpt else None
+    # training-only settings of the stored config (compile) do not apply to scoring
+    check_runtime(
+        {**OmegaConf.to_container(run.trainer), "compile": False},
+        run.data,
+        precision=cfg.precision,
+        precision_field="precision",
+    )
     info = D.init_distributed(run.trainer)
-    if cfg.precision == "16-mixed" and info.device.type != "cuda":
-        raise ConfigError("precision='16-mixed' needs CUDA; accepted on CPU: 32, bf16-mixed")
     split = str(run.data.get("split", "val"))
     t = run.trainer
     model, data = restore_model_and_data(
