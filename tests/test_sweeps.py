@@ -324,8 +324,8 @@ def test_finished_job_is_skipped_and_reports_its_stored_score(tmp_path) -> None:
     assert run_job(_job_cfg(), lambda cfg: 42.0, failed, ["optim.lr=0.1"]) == 42.0
 
 
-@pytest.mark.parametrize("group", ["hparams_search=digits_optuna", "reproduce=he2015_digits"])
-def test_search_without_multirun_is_refused(tmp_path, group) -> None:
+def test_search_without_multirun_is_refused(tmp_path) -> None:
+    group = "hparams_search=digits_optuna"  # reproduce=... goes through the same check
     result = run_train_cli([group, f"hydra.run.dir={tmp_path / 'run'}"])
     assert_one_line_error(result, f"{group} is a sweep and needs -m")
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -473,3 +473,75 @@ def test_interrupted_sweep_skips_finished_resumes_started_runs_new(tmp_path) -> 
     assert board.returncode == 0, board.stderr[-3000:]
     with open(sweep / "leaderboard.csv") as f:
         assert sorted(r["runs"] for r in csv.DictReader(f)) == ["0", "1", "2"]
+
+
+@pytest.mark.slow
+def test_failures_and_skips_through_the_submitit_launcher(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=20",
+        *SWEEP_TINY,
+        "trainer.epochs=1",
+        "optim.lr=-1,0.1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    first = run_train_cli(args)
+    assert first.returncode == 1, first.stderr[-3000:]  # the failure counted across processes
+    assert read_metrics(sweep / "0")["status"] == "failed"
+    assert read_metrics(sweep / "1")["status"] == "finished"
+    done = _checkpoint_state(sweep / "1")
+    again = run_train_cli(args)
+    assert again.returncode == 1, again.stderr[-3000:]
+    assert _checkpoint_state(sweep / "1") == done  # skipped inside the submitit job
+    assert "skipped, finished before" in (sweep / "1" / "train.log").read_text()
+    assert read_metrics(sweep / "0")["reason"].startswith("optim.lr=-1.0 is not valid")
+
+
+@pytest.mark.slow
+def test_reproduce_digits_table_runs_the_papers_recipe_per_depth(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_train_cli(
+        [
+            "-m",
+            "reproduce=he2015_digits",
+            "+experiment=cifar10_resnet20,cifar10_resnet110",  # two of the five depths
+            "seed=0",
+            "trainer.max_steps=2",  # tiny: the recipe is what is checked here
+            "trainer.workers=0",
+            "trainer.progress=false",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, depth in ((0, 20), (1, 110)):
+        cfg = yaml.safe_load((sweep / str(job) / ".hydra" / "config.yaml").read_text())
+        assert cfg["model"]["name"] == f"resnet{depth}" and cfg["model"]["shortcut"] == "A"
+        assert cfg["data"]["name"] == "digits" and cfg["seed"] == 0
+        assert cfg["optim"] == {**cfg["optim"], "lr": 0.1, "momentum": 0.9, "nesterov": False}
+        assert cfg["optim"]["weight_decay"] == 1e-4 and not cfg["optim"]["no_decay_norm_bias"]
+        assert cfg["sched"]["name"] == "multistep" and cfg["sched"]["milestones"] == [4, 6]
+        assert cfg["trainer"]["epochs"] == 8 and cfg["trainer"]["batch_size"] == 128
+        assert cfg["expected"]["top1"] is None  # the paper's CIFAR figure is not for digits
+        assert read_metrics(sweep / str(job))["steps"] == 2
+    warmup = yaml.safe_load((sweep / "1" / ".hydra" / "config.yaml").read_text())["sched"]
+    assert warmup["warmup_epochs"] == 1 and warmup["warmup_start_factor"] == 0.1  # ResNet-110
+    board = sweep_leaderboard(sweep, rescore=False, score=no_score, plots=False)
+    assert sorted(g["setting"][-1] for g in board["groups"]) == [
+        "+experiment=cifar10_resnet110",
+        "+experiment=cifar10_resnet20",
+    ]
+    assert board["groups"][0]["num_params"] != board["groups"][1]["num_params"]
+
+
+def test_cifar_experiments_carry_the_papers_figures() -> None:
+    # He et al. 2015, Table 6 (CIFAR-10 test error %), as listed in the README
+    paper = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.61}
+    for depth, error in paper.items():
+        cfg = compose_train([f"+experiment=cifar10_resnet{depth}"])
+        assert cfg.model.name == f"resnet{depth}" and cfg.data.name == "cifar10"
+        assert cfg.expected.top1 == pytest.approx(100 - error)
+        assert cfg.expected.tolerance == 0.5 and "He et al. 2015" in cfg.expected.source
+        assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.trainer.batch_size) == (0.1, 1e-4, 128)
+        assert list(cfg.sched.milestones) == [82, 123] and cfg.trainer.max_steps == 64000
