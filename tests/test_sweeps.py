@@ -527,6 +527,7 @@ def test_reproduce_digits_table_runs_the_papers_recipe_per_depth(tmp_path) -> No
         assert read_metrics(sweep / str(job))["steps"] == 2
     warmup = yaml.safe_load((sweep / "1" / ".hydra" / "config.yaml").read_text())["sched"]
     assert warmup["warmup_epochs"] == 1 and warmup["warmup_start_factor"] == 0.1  # ResNet-110
+    assert warmup["warmup_method"] == "constant"
     board = sweep_leaderboard(sweep, rescore=False, score=no_score, plots=False)
     assert sorted(g["setting"][-1] for g in board["groups"]) == [
         "+experiment=cifar10_resnet110",
