@@ -34,11 +34,13 @@ def check_runtime(
     precision_field: str = "trainer.precision",
     cuda_available: bool | None = None,
     world_size: int | None = None,
+    model: Mapping[str, Any] | None = None,
 ) -> str:
     """Refuse what needs CUDA on a machine without it; returns the device type the run will use.
 
     `precision` overrides `trainer.precision` (evaluate.py has its own top-level field);
-    `cuda_available` and `world_size` default to this process's view.
+    `cuda_available` and `world_size` default to this process's view. `model` (a training run's
+    model node) adds the checks of what CUDA cannot do with it.
     """
     cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
     if world_size is None:
@@ -51,6 +53,7 @@ def check_runtime(
         )
     device = resolve_device(requested, cuda)
     if device == "cuda":
+        _check_cuda_training(trainer, model)
         return device
     precision = str(trainer.get("precision", "32")) if precision is None else str(precision)
     if precision == "16-mixed":
@@ -68,6 +71,34 @@ def check_runtime(
     if data is not None and data.get("gpu_decode"):
         raise ConfigError("data.gpu_decode=true needs a CUDA device; accepted on CPU: false")
     return device
+
+
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def _check_cuda_training(trainer: Mapping[str, Any], model: Mapping[str, Any] | None) -> None:
+    """Combinations that fail only on CUDA, refused before any work with the choice to make."""
+    mode = str(trainer.get("compile_mode", "default"))
+    accumulate = int(trainer.get("accumulate_grad_batches", 1))
+    # compile null means the device default, which is on for CUDA
+    if trainer.get("compile") is not False and mode in CUDA_GRAPH_MODES and accumulate > 1:
+        # CUDA graph replays reuse their output memory: the next micro-batch's backward
+        # overwrites the .grad being accumulated (a known torch.compile limitation)
+        raise ConfigError(
+            f"trainer.compile_mode={mode!r} replays CUDA graphs, which overwrite the gradients "
+            f"that trainer.accumulate_grad_batches={accumulate} accumulates; accepted together: "
+            "compile_mode=default, or accumulate_grad_batches=1 (a larger trainer.batch_size)"
+        )
+    if model is not None and trainer.get("deterministic"):
+        from .models.registry import ATTENTION_PRESETS
+
+        name = str(model.get("name"))
+        if name in ATTENTION_PRESETS:
+            raise ConfigError(
+                f"trainer.deterministic=true cannot train model={name} on CUDA: its bilinear "
+                "upsampling has no deterministic CUDA backward; accepted: "
+                "trainer.deterministic=false (fast, not bit-reproducible) or trainer.device=cpu"
+            )
 
 
 # The settings a run leaves to its device (precision `auto`, channels_last / compile null).

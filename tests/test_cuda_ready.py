@@ -232,3 +232,70 @@ def test_resume_on_fewer_gpus_restores_the_cuda_rng_states_that_fit(caplog) -> N
         restore_rng(rng)
     assert [i for i, _ in restored] == [0] and torch.equal(restored[0][1], rng["cuda"][0])
     assert "CUDA RNG states for 8 devices, 1 visible: restored devices 0-0" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cuda_graphs_with_gradient_accumulation_are_refused_on_cuda(mode) -> None:
+    from resnets.config import ConfigError
+    from resnets.runtime import check_runtime
+
+    cfg = compose_train(
+        [
+            *TINY,
+            "trainer.compile=true",
+            f"trainer.compile_mode={mode}",
+            "trainer.accumulate_grad_batches=4",
+        ]
+    )
+    with pytest.raises(
+        ConfigError,
+        match=rf"^trainer\.compile_mode='{mode}' replays CUDA graphs, which overwrite the gradients "
+        r"that trainer\.accumulate_grad_batches=4 accumulates; accepted together: compile_mode=default",
+    ):
+        check_runtime(cfg.trainer, cfg.data, model=cfg.model, cuda_available=True)
+    # compile left to the device (null) is on for CUDA: refused too
+    cfg.trainer.compile = None
+    with pytest.raises(ConfigError, match="replays CUDA graphs"):
+        check_runtime(cfg.trainer, cfg.data, model=cfg.model, cuda_available=True)
+    # without accumulation, without compile, or with the default mode: allowed
+    for field, value in (
+        ("accumulate_grad_batches", 1),
+        ("compile", False),
+        ("compile_mode", "default"),
+    ):
+        ok = cfg.copy()
+        ok.trainer[field] = value
+        assert check_runtime(ok.trainer, ok.data, model=ok.model, cuda_available=True) == "cuda"
+
+
+def test_deterministic_attention_network_on_cuda_is_refused_with_the_choice() -> None:
+    from resnets.config import ConfigError
+    from resnets.runtime import check_runtime
+
+    cfg = compose_train(["model=attention56_cifar", "trainer.deterministic=true"])
+    with pytest.raises(
+        ConfigError,
+        match=r"^trainer\.deterministic=true cannot train model=attention56_cifar on CUDA: its "
+        r"bilinear upsampling has no deterministic CUDA backward; accepted: "
+        r"trainer\.deterministic=false .* or trainer\.device=cpu$",
+    ):
+        check_runtime(cfg.trainer, cfg.data, model=cfg.model, cuda_available=True)
+    # the CPU's bilinear backward is deterministic; ResNets on CUDA have no upsampling
+    assert check_runtime(cfg.trainer, cfg.data, model=cfg.model, cuda_available=False) == "cpu"
+    plain = compose_train(["model=resnet56", "trainer.deterministic=true"])
+    assert (
+        check_runtime(plain.trainer, plain.data, model=plain.model, cuda_available=True) == "cuda"
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bilinear_backward_on_cuda_is_not_deterministic_so_the_refusal_stands() -> None:
+    """If a torch release adds a deterministic kernel, this fails: then lift the refusal."""
+    x = torch.randn(2, 3, 8, 8, device="cuda", requires_grad=True)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match="does not have a deterministic implementation"):
+            torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear").sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(False)
