@@ -131,6 +131,16 @@ class TrainerConfig:
 
 
 @dataclass
+class ExpectedConfig:
+    """A published (or measured) result this configuration should reach; the sweep leaderboard
+    compares the runs' mean final top-1 with it."""
+
+    top1: float | None = None  # percent; null: nothing to compare with
+    tolerance: float = 0.5  # percentage points either way
+    source: str | None = None  # "He et al. 2015, Table 6"
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -141,6 +151,7 @@ class TrainConfig:
     run_name: str = "run"
     ckpt_path: str | None = None
     resume: bool = True
+    expected: ExpectedConfig = field(default_factory=ExpectedConfig)
 
 
 def register_configs() -> None:
@@ -201,6 +212,17 @@ def validate(cfg: DictConfig) -> None:
         value = _get(cfg, dotted)
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{dotted}={value!r} is not valid; accepted: a number in [0, 1)")
+    expected = cfg.get("expected")
+    if expected is not None and expected.top1 is not None:
+        if not 0.0 <= expected.top1 <= 100.0:
+            raise ConfigError(
+                f"expected.top1={expected.top1!r} is not valid; accepted: a percentage in [0, 100]"
+            )
+        if expected.tolerance < 0:
+            raise ConfigError(
+                f"expected.tolerance={expected.tolerance!r} is not valid; "
+                "accepted: a non-negative number of percentage points"
+            )
     t = cfg.trainer
     if t.max_steps is not None and t.max_steps <= 0:
         raise ConfigError(
@@ -233,6 +255,8 @@ class EvalConfig:
     weights: str | None = None
     sweep: str | None = None
     rescore: bool = True
+    group_seeds: bool = True
+    plots: bool = True
     use_ema: bool = False
     tta: str = "none"  # none | flip
     precision: str = "32"
