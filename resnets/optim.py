@@ -123,9 +123,13 @@ def _factor_fn(cfg, base_lr: float, total: int, warmup: int, steps_per_epoch: fl
         def main(j: int) -> float:
             return 1.0
 
+    constant_warmup = cfg.get("warmup_method", "linear") == "constant"
+
     def factor(k: int) -> float:
-        if k < warmup:
-            return start_factor + (1 - start_factor) * k / warmup
+        if k < warmup:  # linear from lr x factor, or (He et al. 2016) held at lr x factor
+            return (
+                start_factor if constant_warmup else start_factor + (1 - start_factor) * k / warmup
+            )
         return main(k - warmup)
 
     return factor

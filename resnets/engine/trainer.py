@@ -21,15 +21,15 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
-from ..config import ConfigError, validate
+from ..config import validate
 from ..data import build_data
 from ..data.plan import mix_seeds
 from ..models import build_model_from_config
 from ..models.summary import count_flops
 from ..optim import build_optimizer, build_scheduler
+from ..runtime import apply_device_defaults, check_runtime
 from . import distributed as D
 from . import resume as R
 from .checkpoint import (
@@ -41,6 +41,7 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from .ema import EMA
 from .logging import TensorBoard, log_file, progress, silence_file_logs
 from .metrics import topk_correct_tensor
 from .signals import StopRequest
@@ -58,7 +59,10 @@ class TrainingInterrupted(SystemExit):
 
 def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> float:
     """Train as `cfg` says; returns the best validation top-1 accuracy in percent."""
-    return Trainer(cfg, output_dir).fit()
+    try:
+        return Trainer(cfg, output_dir).fit()
+    finally:
+        D.cleanup()  # under torchrun: destroy the process group, even after a failure
 
 
 def seed_everything(seed: int) -> None:
@@ -99,6 +103,7 @@ def evaluate_model(
 class Trainer:
     def __init__(self, cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> None:
         validate(cfg)
+        apply_device_defaults(cfg.trainer, check_runtime(cfg.trainer, cfg.data, model=cfg.model))
         self.cfg = cfg
         self.dist = D.init_distributed(cfg.trainer)
         if output_dir is None:
@@ -112,12 +117,6 @@ class Trainer:
             with contextlib.suppress(OSError):  # only ever removes an empty directory
                 own.rmdir()
         self.ckpt_dir = self.out / "checkpoints"
-        t = cfg.trainer
-        if t.precision == "16-mixed" and self.dist.device.type != "cuda":
-            raise ConfigError(
-                "trainer.precision='16-mixed' needs CUDA (fp16 autocast with a gradient scaler); "
-                "accepted on CPU: 32, bf16-mixed"
-            )
         if not self.dist.is_main:
             silence_file_logs()
 
@@ -153,9 +152,7 @@ class Trainer:
         self.model.to(device, memory_format=self.memory_format)
         self.ema = None
         if t.ema_decay:
-            self.ema = AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True
-            )
+            self.ema = EMA(self.model, t.ema_decay, every=t.ema_every)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         # what cuts each epoch into optimizer steps (resnets.data.plan); the schedule follows it
         self.settings = {
@@ -348,11 +345,23 @@ class Trainer:
             log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
         self._build_schedule()
 
-    def _save(self, name: str) -> None:
-        """Every rank calls this at the same step: each hands in its random generators."""
+    def _save(self, name: str, agree: bool = True) -> None:
+        """Every rank calls this at the same step and hands in its random generators; rank 0
+        writes. With `agree`, rank 0 tells the others whether the write failed, so all ranks
+        stop with its message instead of waiting for it in the next collective."""
+        path, failure = self.ckpt_dir / name, None
         rank_rng = D.all_gather_object(capture_rng())
         if self.dist.is_main:
-            save_checkpoint(self.ckpt_dir / name, self.state_dict(rank_rng))
+            try:
+                save_checkpoint(path, self.state_dict(rank_rng))
+            except CheckpointError as err:
+                failure = err
+        if agree and self.dist.distributed:
+            reason = D.broadcast_object(None if failure is None else str(failure))
+            if reason is not None and failure is None:
+                failure = CheckpointError(path, reason.removeprefix(f"{path}: "))
+        if failure is not None:
+            raise failure
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> float:
@@ -591,12 +600,17 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        if self.ema is not None:
+        if self.ema is not None and (self.step + 1) % self.ema.every == 0:
             self.ema.update_parameters(self.model)
         return grad_norm
 
     def _check_finite(self, loss_sum: torch.Tensor, where: str) -> None:
-        if self.scaler is None and not torch.isfinite(loss_sum).item():
+        """Every rank calls this at the same step; the sum over ranks is non-finite when any
+        rank's is, so all ranks stop together with the same message."""
+        if self.scaler is not None:  # a non-finite loss is a skipped step
+            return
+        loss_sum = D.all_reduce_sum(loss_sum.detach().clone())
+        if not torch.isfinite(loss_sum).item():
             raise NonFiniteLossError(
                 f"training loss became {loss_sum.item()} {where} (model {self.cfg.model.name}, "
                 f"lr {self.optimizer.param_groups[0]['lr']:.3g}); stopping without saving. "
@@ -611,9 +625,7 @@ class Trainer:
         last = not finished_epoch or self.epoch >= t.epochs or self._reached_max_steps()
         val: dict[str, float] = {}
         if last or self.epoch % t.eval_every == 0:
-            D.broadcast_buffers(self.model)
-            if self.ema is not None:
-                D.broadcast_buffers(self.ema)
+            self._share_buffers()
             val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
             scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
             if self.ema is not None:
@@ -650,6 +662,14 @@ class Trainer:
             self._save("last.pt")
         return val
 
+    def _share_buffers(self) -> None:
+        """Rank 0's batch-norm statistics (and EMA's) to every rank before evaluation. The EMA
+        module's own buffers only: AveragedModel's counter `n_averaged` is a host tensor that
+        NCCL cannot send, and it is the same on every rank anyway."""
+        D.broadcast_buffers(self.model)
+        if self.ema is not None:
+            D.broadcast_buffers(self.ema.module)
+
     def _final_metrics(self, train_stats, val, wall, images_seen, train_time) -> dict[str, Any]:
         cfg = self.cfg
         try:
@@ -659,6 +679,7 @@ class Trainer:
         except (ValueError, ImportError):
             overrides = []
         return {
+            "status": "finished",  # a failed sweep job writes status "failed" and the reason
             "best_val_top1": self.best,
             "best_epoch": self.best_epoch,
             "val_top1": val.get("top1"),
@@ -669,6 +690,9 @@ class Trainer:
             "train_top1": train_stats.get("top1"),
             "epochs": self.epoch,
             "steps": self.step,
+            "steps_per_epoch": self.layout[
+                "steps_per_epoch"
+            ],  # puts TensorBoard's steps on an epoch axis
             "train_time_s": round(train_time, 3),
             "wall_time_s": round(wall, 3),
             "images_per_s": images_seen * self.dist.world_size / max(train_time, 1e-9),
