@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.transforms import v2
 
-from ..config import validate
+from ..config import ConfigError, validate
 from ..data import build_data
 from ..data.plan import mix_seeds
 from ..models import build_model_from_config
@@ -251,11 +251,7 @@ class Trainer:
             if state.get("ema") is not None:
                 self.ema.load_state_dict(state["ema"])
             else:  # EMA switched on now: average from the resumed weights on
-                self.ema = AveragedModel(
-                    self.model,
-                    multi_avg_fn=get_ema_multi_avg_fn(self.cfg.trainer.ema_decay),
-                    use_buffers=True,
-                )
+                self.ema = EMA(self.model, self.cfg.trainer.ema_decay, every=self.ema.every)
                 log.info(
                     "trainer.ema_decay set on resume: the EMA starts from step %d's weights",
                     self.step,
