@@ -120,26 +120,3 @@ def test_stop_at_any_step_then_resume_equals_an_uninterrupted_run(
         "trainer.mixup_alpha=0.3",
     ]
     stop_then_resume(tmp_path_factory, args, stop_at)
-
-
-@pytest.mark.slow
-@settings(QUICK, max_examples=2)
-@given(
-    c=config,
-    stop_at=st.integers(0, 100),
-    persistent=st.booleans(),
-)
-def test_stop_and_resume_with_loader_workers_equals_an_uninterrupted_run(
-    tmp_path_factory, c, stop_at, persistent
-) -> None:
-    """Per-sample torchvision transforms in 2 worker processes: each sample's randomness comes
-    from (seed, epoch, position), whichever worker draws it and however many batches a resumed
-    epoch skips."""
-    args = [
-        *overrides(c),
-        "data.loader=torchvision",
-        "trainer.workers=2",
-        f"data.persistent_workers={str(persistent).lower()}",
-        "data.augment.hflip=true",
-    ]
-    stop_then_resume(tmp_path_factory, args, stop_at)
