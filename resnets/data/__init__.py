@@ -21,7 +21,7 @@ from .datasets import (
     load_digits,
     make_fake,
 )
-from .device_decode import DeviceDecodeLoader, EncodedImages, collate_encoded
+from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, collate_encoded
 from .errors import DataError
 from .loaders import SamplerLoader, TensorLoader
 
@@ -246,8 +246,8 @@ def _samples(dataset) -> list[tuple[str, int]]:
 def device_decode_loaders(
     train_set,
     eval_set,
-    train_tf,
-    eval_tf,
+    train_tf: BatchTransform,
+    eval_tf: BatchTransform,
     *,
     device: torch.device,
     batch_size: int,
@@ -255,7 +255,7 @@ def device_decode_loaders(
     drop_last: bool,
     **options,
 ) -> tuple[DeviceDecodeLoader, DeviceDecodeLoader]:
-    """Workers read JPEG bytes; decoding and the same v2 transforms run on `device`."""
+    """Workers read JPEG bytes; decoding and the folder pipelines' transforms run on `device`."""
     train = SamplerLoader(
         EncodedImages(_samples(train_set)),
         batch_size=batch_size,
@@ -273,6 +273,28 @@ def device_decode_loaders(
         **options,
     )
     return DeviceDecodeLoader(train, train_tf, device), DeviceDecodeLoader(val, eval_tf, device)
+
+
+def _device_transforms(
+    aug, size: int, val_resize: int, val_crop: int, mean, std, device: torch.device
+) -> tuple[BatchTransform, BatchTransform]:
+    """T.folder_train / T.folder_eval as batch transforms on the device (data.gpu_decode)."""
+    auto = T._auto_augment(aug.get("auto_augment"))
+    train = BatchTransform(
+        train=True,
+        size=size,
+        mean=mean,
+        std=std,
+        device=device,
+        scale=tuple(aug.get("random_resized_crop_scale", (0.08, 1.0))),
+        hflip=bool(aug.get("hflip", False)),
+        auto_augment=auto[0] if auto else None,
+        random_erasing=float(aug.get("random_erasing", 0.0)),
+    )
+    val = BatchTransform(
+        train=False, size=val_crop, resize=val_resize, mean=mean, std=std, device=device
+    )
+    return train, val
 
 
 def _folder_bundle(
@@ -319,8 +341,7 @@ def _folder_bundle(
         train, val = device_decode_loaders(
             train_set,
             eval_set,
-            train_tf,
-            eval_tf,
+            *_device_transforms(aug, size, val_resize, val_crop, mean, std, device),
             device=device,
             batch_size=batch_size,
             eval_batch_size=eval_batch_size,
