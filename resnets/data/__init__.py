@@ -44,6 +44,21 @@ class DataBundle:
     std: tuple[float, ...]
     train_size: int
     val_size: int
+    # validation geometry of an image file: shorter side resized to eval_resize, centre crop
+    # eval_crop (in-memory datasets are stored at their size, so both equal image_size)
+    eval_resize: int = 0
+    eval_crop: int = 0
+
+    def eval_preprocessing(self) -> dict[str, Any]:
+        """Exactly the validation preprocessing, as plain values (model.json, predict.py)."""
+        return {
+            "mode": "L" if self.in_chans == 1 else "RGB",
+            "resize": self.eval_resize or self.image_size,
+            "crop": self.eval_crop or self.image_size,
+            "interpolation": "bilinear",
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
 
 class TensorImageDataset(Dataset):
@@ -306,8 +321,7 @@ def _folder_bundle(
     root = str(cfg["root"])
     mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD)
     aug, size = cfg["augment"], int(cfg.get("image_size", 224))
-    val_crop = int(cfg.get("val_crop") or size)
-    val_resize = int(cfg.get("val_resize") or round(val_crop / 0.875))
+    val_resize, val_crop = T.eval_geometry(cfg, size)
     train_tf = T.folder_train(aug, size, mean, std)
     eval_tf = T.folder_eval(val_resize, val_crop, mean, std)
     train_folder = ImageFolder(str(image_folder_dir(root, "train")))
@@ -367,4 +381,6 @@ def _folder_bundle(
         std=std,
         train_size=len(train_set),
         val_size=len(eval_set),
+        eval_resize=val_resize,
+        eval_crop=val_crop,
     )
