@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 
 from ..config import ConfigError, validate
 from ..data import build_data
+from ..data.bad_images import unreadable_images
 from ..models import build_model_from_config
 from ..models.summary import count_flops
 from ..optim import build_optimizer, build_scheduler
@@ -36,8 +37,10 @@ from .checkpoint import (
     capture_rng,
     load_checkpoint,
     move_aside,
+    remove_stale_temporaries,
     restore_rng,
     save_checkpoint,
+    set_aside_previous,
 )
 from .logging import TensorBoard, log_file, progress, silence_file_logs
 from .metrics import topk_correct_tensor
@@ -139,6 +142,13 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
+        if len(self.data.train) == 0:
+            raise ConfigError(
+                f"trainer.batch_size={t.batch_size} is larger than the training set "
+                f"({self.data.train_size} images over {self.dist.world_size} process(es)), so "
+                f"data.drop_last=true leaves no batch; accepted: a batch size of at most "
+                f"{self.data.train_size // self.dist.world_size}, or data.drop_last=false"
+            )
         self.model = build_model_from_config(
             cfg.model,
             num_classes=self.data.num_classes,
@@ -216,6 +226,17 @@ class Trainer:
     def _resume(self) -> None:
         explicit = self.cfg.ckpt_path
         path = Path(explicit) if explicit else self.ckpt_dir / "last.pt"
+        own = self.ckpt_dir / "last.pt"
+        if self.dist.is_main:
+            for tmp in remove_stale_temporaries(self.ckpt_dir):
+                log.warning("removed %s, a checkpoint left half-written by a killed run", tmp)
+            continuing = (
+                self.cfg.resume
+                and own.exists()
+                and (not explicit or path.resolve() == own.resolve())
+            )
+            if not continuing:  # this run's saves must not replace checkpoints it did not write
+                self._set_aside_previous()
         if not explicit and not (self.cfg.resume and path.exists()):
             return
         try:
@@ -227,15 +248,37 @@ class Trainer:
             aside = move_aside(path) if self.dist.is_main else path
             raise CheckpointError(
                 path,
-                f"{str(err).split(': ', 1)[1]}. Moved it to {aside}; run again to start afresh, "
-                f"or resume from another file with ckpt_path=...",
+                f"{str(err).split(': ', 1)[1]}. Moved it to {aside}; run again to start afresh "
+                f"(the other checkpoints in {self.ckpt_dir} are then moved to previous-<time>/ "
+                f"first, never overwritten), or resume from another file with ckpt_path=...",
             ) from err
         self.load_state_dict(state, path)
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
 
+    def _set_aside_previous(self) -> None:
+        moved = set_aside_previous(self.ckpt_dir)
+        if moved:
+            log.warning(
+                "fresh start: moved checkpoints this run did not write (%s) to %s",
+                ", ".join(moved[1]),
+                moved[0],
+            )
+
     def _save(self, name: str) -> None:
+        # every rank holds the same weights, so every rank reaches the same verdict
+        for module, what in ((self.model, "weights"), (self.ema, "EMA weights")):
+            if module is not None:
+                self._check_finite_state(module, what)
         if self.dist.is_main:
             save_checkpoint(self.ckpt_dir / name, self.state_dict())
+
+    def _check_finite_state(self, module: nn.Module, what: str) -> None:
+        for key, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                bad = tensor[~torch.isfinite(tensor)].flatten()[0].item()
+                raise NonFiniteLossError(
+                    self._non_finite_message(f"{what} ({key}) became", bad, f"by step {self.step}")
+                )
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> float:
@@ -298,6 +341,11 @@ class Trainer:
         finally:
             stop.restore()
             self.tb.close()
+        if self.step == 0:  # an untrained network is never reported as a result
+            raise ConfigError(
+                f"the run took no optimizer step ({len(self.data.train)} batches an epoch, "
+                f"trainer.epochs={t.epochs}); nothing was trained or saved"
+            )
         if not last_val:  # resumed a finished run: report the checkpoint's model
             last_val = evaluate_model(
                 self.model, self.data.val, device, t.precision, t.channels_last
@@ -450,10 +498,15 @@ class Trainer:
     def _check_finite(self, loss_sum: torch.Tensor, where: str) -> None:
         if self.scaler is None and not torch.isfinite(loss_sum).item():
             raise NonFiniteLossError(
-                f"training loss became {loss_sum.item()} {where} (model {self.cfg.model.name}, "
-                f"lr {self.optimizer.param_groups[0]['lr']:.3g}); stopping without saving. "
-                "Lower optim.lr, set trainer.grad_clip, or use trainer.precision=32."
+                self._non_finite_message("training loss became", loss_sum.item(), where)
             )
+
+    def _non_finite_message(self, what: str, value: float, where: str) -> str:
+        return (
+            f"{what} {value} {where} (model {self.cfg.model.name}, "
+            f"lr {self.optimizer.param_groups[0]['lr']:.3g}); stopping without saving. "
+            "Lower optim.lr, set trainer.grad_clip, or use trainer.precision=32."
+        )
 
     def _validate_and_save(
         self, epoch_time: float, seen: int, finished_epoch: bool
@@ -468,6 +521,12 @@ class Trainer:
             if self.ema is not None:
                 D.broadcast_buffers(self.ema)
             val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
+            if not math.isfinite(val["loss"]):
+                raise NonFiniteLossError(
+                    self._non_finite_message(
+                        "validation loss became", val["loss"], f"at step {self.step}"
+                    )
+                )
             scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
             if self.ema is not None:
                 ema = evaluate_model(
@@ -530,6 +589,8 @@ class Trainer:
             "model": cfg.model.name,
             "data": cfg.data.name,
             "overrides": overrides,
+            # image files skipped as unreadable (this process's shard)
+            "bad_images": unreadable_images(self.data.train, self.data.val),
         }
 
 
