@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup train test test-fast bench lint format clean
+.PHONY: setup train test test-fast bench lint format docs clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ lint: setup
 format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+docs: setup
+	$(BIN)/python -m resnets.models.catalog
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -91,6 +91,7 @@ class OptimConfig:
 class SchedConfig:
     name: str = "cosine"  # cosine | step | multistep | onecycle | constant
     warmup_epochs: float = 0.0
+    warmup_method: str = "linear"  # linear (rise from start factor) | constant (hold it)
     warmup_start_factor: float = 0.1
     min_lr: float = 0.0
     step_size: float = 30.0  # epochs, for step
@@ -109,9 +110,10 @@ class TrainerConfig:
     batch_size: int = 128
     eval_batch_size: int | None = None
     workers: int = 2
-    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
-    channels_last: bool = False
-    compile: bool = False
+    # auto / null: chosen for the device the run lands on (resnets.runtime.DEVICE_DEFAULTS)
+    precision: str = "auto"  # auto | 32 | bf16-mixed | 16-mixed
+    channels_last: bool | None = None
+    compile: bool | None = None
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
     accumulate_grad_batches: int = 1
     grad_clip: float | None = None
@@ -122,7 +124,8 @@ class TrainerConfig:
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
-    ema_decay: float | None = None
+    ema_decay: float | None = None  # per optimizer step
+    ema_every: int = 1  # update the EMA every k steps (with decay**k)
     progress: bool = True
     save_every: int = 1
     sync_batchnorm: bool = False
@@ -147,12 +150,13 @@ def register_configs() -> None:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "trainer.precision": ("32", "bf16-mixed", "16-mixed"),
+    "trainer.precision": ("auto", "32", "bf16-mixed", "16-mixed"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.dist_backend": ("auto", "nccl", "gloo"),
     "trainer.compile_mode": ("default", "reduce-overhead", "max-autotune"),
     "optim.name": ("sgd", "adamw"),
     "sched.name": ("cosine", "step", "multistep", "onecycle", "constant"),
+    "sched.warmup_method": ("linear", "constant"),
     "data.loader": ("auto", "tensor", "torchvision"),
     "data.split": ("val", "test", "train"),
 }
@@ -163,6 +167,7 @@ POSITIVE: tuple[str, ...] = (
     "trainer.eval_every",
     "trainer.log_every",
     "trainer.save_every",
+    "trainer.ema_every",
     "optim.lr",
     "optim.eps",
     "data.image_size",

@@ -23,6 +23,7 @@ from ..config import ConfigError
 from ..data import build_data
 from ..models import build_model_from_config
 from ..models.summary import count_flops
+from ..runtime import check_runtime
 from . import distributed as D
 from .checkpoint import CheckpointError, load_checkpoint, load_weights_file
 from .logging import TensorBoard
@@ -170,9 +171,14 @@ def evaluate_run(
                 f"{source}: a bare state dict needs model=NAME and data=NAME on the command line"
             )
         run = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    # training-only settings of the stored config (compile) do not apply to scoring
+    check_runtime(
+        {**OmegaConf.to_container(run.trainer), "compile": False},
+        run.data,
+        precision=cfg.precision,
+        precision_field="precision",
+    )
     info = D.init_distributed(run.trainer)
-    if cfg.precision == "16-mixed" and info.device.type != "cuda":
-        raise ConfigError("precision='16-mixed' needs CUDA; accepted on CPU: 32, bf16-mixed")
     split = str(run.data.get("split", "val"))
     t = run.trainer
     data = build_data(

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
 from ..config import ConfigError, validate
@@ -30,6 +29,7 @@ from ..data.bad_images import unreadable_images
 from ..models import build_model_from_config
 from ..models.summary import count_flops
 from ..optim import build_optimizer, build_scheduler
+from ..runtime import apply_device_defaults, check_runtime
 from . import distributed as D
 from .checkpoint import (
     FORMAT_VERSION,
@@ -42,6 +42,7 @@ from .checkpoint import (
     save_checkpoint,
     set_aside_previous,
 )
+from .ema import EMA
 from .logging import TensorBoard, log_file, progress, silence_file_logs
 from .metrics import topk_correct_tensor
 from .signals import StopRequest
@@ -59,7 +60,10 @@ class TrainingInterrupted(SystemExit):
 
 def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> float:
     """Train as `cfg` says; returns the best validation top-1 accuracy in percent."""
-    return Trainer(cfg, output_dir).fit()
+    try:
+        return Trainer(cfg, output_dir).fit()
+    finally:
+        D.cleanup()  # under torchrun: destroy the process group, even after a failure
 
 
 def seed_everything(seed: int) -> None:
@@ -100,6 +104,7 @@ def evaluate_model(
 class Trainer:
     def __init__(self, cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> None:
         validate(cfg)
+        apply_device_defaults(cfg.trainer, check_runtime(cfg.trainer, cfg.data, model=cfg.model))
         self.cfg = cfg
         self.dist = D.init_distributed(cfg.trainer)
         if output_dir is None:
@@ -113,12 +118,6 @@ class Trainer:
             with contextlib.suppress(OSError):  # only ever removes an empty directory
                 own.rmdir()
         self.ckpt_dir = self.out / "checkpoints"
-        t = cfg.trainer
-        if t.precision == "16-mixed" and self.dist.device.type != "cuda":
-            raise ConfigError(
-                "trainer.precision='16-mixed' needs CUDA (fp16 autocast with a gradient scaler); "
-                "accepted on CPU: 32, bf16-mixed"
-            )
         if not self.dist.is_main:
             silence_file_logs()
 
@@ -160,9 +159,7 @@ class Trainer:
         self.model.to(device, memory_format=self.memory_format)
         self.ema = None
         if t.ema_decay:
-            self.ema = AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True
-            )
+            self.ema = EMA(self.model, t.ema_decay, every=t.ema_every)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.steps_per_epoch = max(1, len(self.data.train) // t.accumulate_grad_batches)
         self.scheduler = build_scheduler(
@@ -264,13 +261,26 @@ class Trainer:
                 moved[0],
             )
 
-    def _save(self, name: str) -> None:
+    def _save(self, name: str, agree: bool = True) -> None:
+        """Rank 0 writes. With `agree` (every rank calls this at the same point), rank 0 tells
+        the others whether the write failed, so all ranks stop with its message instead of
+        waiting for it in the next collective."""
         # every rank holds the same weights, so every rank reaches the same verdict
         for module, what in ((self.model, "weights"), (self.ema, "EMA weights")):
             if module is not None:
                 self._check_finite_state(module, what)
+        path, failure = self.ckpt_dir / name, None
         if self.dist.is_main:
-            save_checkpoint(self.ckpt_dir / name, self.state_dict())
+            try:
+                save_checkpoint(path, self.state_dict())
+            except CheckpointError as err:
+                failure = err
+        if agree and self.dist.distributed:
+            reason = D.broadcast_object(None if failure is None else str(failure))
+            if reason is not None and failure is None:
+                failure = CheckpointError(path, reason.removeprefix(f"{path}: "))
+        if failure is not None:
+            raise failure
 
     def _check_finite_state(self, module: nn.Module, what: str) -> None:
         for key, tensor in module.state_dict().items():
@@ -442,7 +452,7 @@ class Trainer:
                 )
                 window_start, window_images = time.perf_counter(), 0
             if stop.save_signum is not None:  # under submitit, SIGTERM announces a preemption
-                self._save("last.pt")
+                self._save("last.pt", agree=False)  # the signal may reach ranks at other steps
                 log.warning(
                     "signal %d: last.pt written at step %d; training goes on until the "
                     "preemption signal",
@@ -491,12 +501,17 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        if self.ema is not None:
+        if self.ema is not None and (self.step + 1) % self.ema.every == 0:
             self.ema.update_parameters(self.model)
         return grad_norm
 
     def _check_finite(self, loss_sum: torch.Tensor, where: str) -> None:
-        if self.scaler is None and not torch.isfinite(loss_sum).item():
+        """Every rank calls this at the same step; the sum over ranks is non-finite when any
+        rank's is, so all ranks stop together with the same message."""
+        if self.scaler is not None:  # a non-finite loss is a skipped step
+            return
+        loss_sum = D.all_reduce_sum(loss_sum.detach().clone())
+        if not torch.isfinite(loss_sum).item():
             raise NonFiniteLossError(
                 self._non_finite_message("training loss became", loss_sum.item(), where)
             )
@@ -517,9 +532,7 @@ class Trainer:
         )  # stopping here: always evaluate and save
         val: dict[str, float] = {}
         if last or self.epoch % t.eval_every == 0:
-            D.broadcast_buffers(self.model)
-            if self.ema is not None:
-                D.broadcast_buffers(self.ema)
+            self._share_buffers()
             val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
             if not math.isfinite(val["loss"]):
                 raise NonFiniteLossError(
@@ -561,6 +574,14 @@ class Trainer:
         if last or self.epoch % t.save_every == 0:
             self._save("last.pt")
         return val
+
+    def _share_buffers(self) -> None:
+        """Rank 0's batch-norm statistics (and EMA's) to every rank before evaluation. The EMA
+        module's own buffers only: AveragedModel's counter `n_averaged` is a host tensor that
+        NCCL cannot send, and it is the same on every rank anyway."""
+        D.broadcast_buffers(self.model)
+        if self.ema is not None:
+            D.broadcast_buffers(self.ema.module)
 
     def _final_metrics(self, train_stats, val, wall, images_seen, train_time) -> dict[str, Any]:
         cfg = self.cfg
