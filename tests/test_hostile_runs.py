@@ -111,7 +111,7 @@ def test_non_finite_weights_without_validation_are_not_saved(tmp_path, monkeypat
             tensors = self.model.parameters() if kind == "weight" else self.model.buffers()
             target = next(t for t in tensors if t.is_floating_point())
             with torch.no_grad():
-                target.view(-1)[0] = float("inf")
+                target.fill_(float("inf"))
         return out
 
     monkeypatch.setattr(Trainer, "_optimizer_step", step_then_poison)
