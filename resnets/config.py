@@ -133,6 +133,16 @@ class TrainerConfig:
 
 
 @dataclass
+class ExpectedConfig:
+    """A published (or measured) result this configuration should reach; the sweep leaderboard
+    compares the runs' mean final top-1 with it."""
+
+    top1: float | None = None  # percent; null: nothing to compare with
+    tolerance: float = 0.5  # percentage points either way
+    source: str | None = None  # "He et al. 2015, Table 6"
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -143,6 +153,7 @@ class TrainConfig:
     run_name: str = "run"
     ckpt_path: str | None = None
     resume: bool = True
+    expected: ExpectedConfig = field(default_factory=ExpectedConfig)
 
 
 def register_configs() -> None:
@@ -226,6 +237,17 @@ def validate(cfg: DictConfig) -> None:
                 f"{dotted}={value!r} is not valid; accepted: null or a positive integer"
             )
     _validate_ranges(cfg)
+    expected = cfg.get("expected")
+    if expected is not None and expected.top1 is not None:
+        if not 0.0 <= expected.top1 <= 100.0:
+            raise ConfigError(
+                f"expected.top1={expected.top1!r} is not valid; accepted: a percentage in [0, 100]"
+            )
+        if expected.tolerance < 0:
+            raise ConfigError(
+                f"expected.tolerance={expected.tolerance!r} is not valid; "
+                "accepted: a non-negative number of percentage points"
+            )
     t = cfg.trainer
     if t.max_steps is not None and t.max_steps <= 0:
         raise ConfigError(
@@ -303,6 +325,8 @@ class EvalConfig:
     weights: str | None = None
     sweep: str | None = None
     rescore: bool = True
+    group_seeds: bool = True
+    plots: bool = True
     use_ema: bool = False
     tta: str = "none"  # none | flip
     precision: str = "32"
@@ -312,3 +336,47 @@ class EvalConfig:
 
 def register_eval_configs() -> None:
     ConfigStore.instance().store(name="evaluate_schema", node=EvalConfig)
+
+
+@dataclass
+class ExportConfig:
+    """conf/export.yaml: which checkpoint, which formats, and how strictly parity is checked."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ckpt: str | None = None
+    format: str = "onnx"  # onnx | torchscript | exported | all
+    use_ema: bool = False
+    dynamic_batch: bool = True
+    opset: int | None = None
+    output_dir: str | None = None
+    parity_data: str = "val"  # val | random
+    parity_samples: int = 512
+    tolerance: float = 1e-4
+    latency_repeats: int = 10
+    seed: int = 0
+
+
+@dataclass
+class PredictConfig:
+    """conf/predict.yaml: a checkpoint or an exported ONNX file, and the images to classify."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ckpt: str | None = None
+    model_file: str | None = None
+    images: str | None = None
+    use_ema: bool = False
+    topk: int = 5
+    batch_size: int = 32
+    workers: int = 0
+    output_dir: str | None = None
+    progress: bool = True
+    seed: int = 0
+
+
+def register_export_configs() -> None:
+    ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+    ConfigStore.instance().store(name="predict_schema", node=PredictConfig)

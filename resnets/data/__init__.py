@@ -23,7 +23,7 @@ from .datasets import (
     load_digits,
     make_fake,
 )
-from .device_decode import DeviceDecodeLoader, EncodedImages, collate_encoded
+from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, collate_encoded
 from .errors import DataError
 from .loaders import SamplerLoader, TensorLoader
 
@@ -46,6 +46,21 @@ class DataBundle:
     std: tuple[float, ...]
     train_size: int
     val_size: int
+    # validation geometry of an image file: shorter side resized to eval_resize, centre crop
+    # eval_crop (in-memory datasets are stored at their size, so both equal image_size)
+    eval_resize: int = 0
+    eval_crop: int = 0
+
+    def eval_preprocessing(self) -> dict[str, Any]:
+        """Exactly the validation preprocessing, as plain values (model.json, predict.py)."""
+        return {
+            "mode": "L" if self.in_chans == 1 else "RGB",
+            "resize": self.eval_resize or self.image_size,
+            "crop": self.eval_crop or self.image_size,
+            "interpolation": "bilinear",
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
 
 class TensorImageDataset(Dataset):
@@ -259,8 +274,8 @@ def _samples(dataset) -> list[tuple[str, int]]:
 def device_decode_loaders(
     train_set,
     eval_set,
-    train_tf,
-    eval_tf,
+    train_tf: BatchTransform,
+    eval_tf: BatchTransform,
     *,
     device: torch.device,
     batch_size: int,
@@ -268,7 +283,7 @@ def device_decode_loaders(
     drop_last: bool,
     **options,
 ) -> tuple[DeviceDecodeLoader, DeviceDecodeLoader]:
-    """Workers read JPEG bytes; decoding and the same v2 transforms run on `device`."""
+    """Workers read JPEG bytes; decoding and the folder pipelines' transforms run on `device`."""
     train = SamplerLoader(
         EncodedImages(_samples(train_set)),
         batch_size=batch_size,
@@ -298,6 +313,28 @@ def _image_folder(root, transform=None):
         raise DataError(f"{root}: {str(err).splitlines()[0]}") from err
 
 
+def _device_transforms(
+    aug, size: int, val_resize: int, val_crop: int, mean, std, device: torch.device
+) -> tuple[BatchTransform, BatchTransform]:
+    """T.folder_train / T.folder_eval as batch transforms on the device (data.gpu_decode)."""
+    auto = T._auto_augment(aug.get("auto_augment"))
+    train = BatchTransform(
+        train=True,
+        size=size,
+        mean=mean,
+        std=std,
+        device=device,
+        scale=tuple(aug.get("random_resized_crop_scale", (0.08, 1.0))),
+        hflip=bool(aug.get("hflip", False)),
+        auto_augment=auto[0] if auto else None,
+        random_erasing=float(aug.get("random_erasing", 0.0)),
+    )
+    val = BatchTransform(
+        train=False, size=val_crop, resize=val_resize, mean=mean, std=std, device=device
+    )
+    return train, val
+
+
 def _folder_bundle(
     *, cfg, batch_size, eval_batch_size, device, seed, rank, world_size, workers, split
 ) -> DataBundle:
@@ -306,8 +343,7 @@ def _folder_bundle(
     root = str(cfg["root"])
     mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3)
     aug, size = cfg["augment"], int(cfg.get("image_size", 224))
-    val_crop = int(cfg.get("val_crop") or size)
-    val_resize = int(cfg.get("val_resize") or round(val_crop / 0.875))
+    val_resize, val_crop = T.eval_geometry(cfg, size)
     train_tf = T.folder_train(aug, size, mean, std)
     eval_tf = T.folder_eval(val_resize, val_crop, mean, std)
     train_folder = _image_folder(image_folder_dir(root, "train"))
@@ -347,8 +383,7 @@ def _folder_bundle(
         train, val = device_decode_loaders(
             train_set,
             eval_set,
-            train_tf,
-            eval_tf,
+            *_device_transforms(aug, size, val_resize, val_crop, mean, std, device),
             device=device,
             batch_size=batch_size,
             eval_batch_size=eval_batch_size,
@@ -397,4 +432,6 @@ def _folder_bundle(
         std=std,
         train_size=len(train_set),
         val_size=len(eval_set),
+        eval_resize=val_resize,
+        eval_crop=val_crop,
     )

@@ -592,6 +592,7 @@ class Trainer:
         except (ValueError, ImportError):
             overrides = []
         return {
+            "status": "finished",  # a failed sweep job writes status "failed" and the reason
             "best_val_top1": self.best,
             "best_epoch": self.best_epoch,
             "val_top1": val.get("top1"),
@@ -602,6 +603,7 @@ class Trainer:
             "train_top1": train_stats.get("top1"),
             "epochs": self.epoch,
             "steps": self.step,
+            "steps_per_epoch": self.steps_per_epoch,  # puts TensorBoard's steps on an epoch axis
             "train_time_s": round(train_time, 3),
             "wall_time_s": round(wall, 3),
             "images_per_s": images_seen * self.dist.world_size / max(train_time, 1e-9),
