@@ -442,3 +442,78 @@ def test_gpu_decode_batches_cross_from_workers_in_a_few_descriptors(tmp_path) ->
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "images 960" in result.stdout
+
+
+def _tensor_loader(device="cpu", **kw):
+    from resnets.data.loaders import TensorLoader
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8, generator=gen)
+    return TensorLoader(
+        images,
+        torch.arange(50),
+        batch_size=16,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        device=torch.device(device),
+        train=True,
+        seed=7,
+        crop_padding=2,
+        hflip=True,
+        cutout=3,
+        **kw,
+    )
+
+
+def test_tensor_loader_draws_on_the_datas_device_with_no_host_copies() -> None:
+    loader = _tensor_loader()
+    loader.set_epoch(3)
+    gen = loader.batch_generator(1)
+    assert isinstance(gen, torch.Generator) and gen.device == loader.images.device
+    batches = iter(loader)
+    next(batches)  # the epoch's index copy happens once, before the first batch
+    moved: list[str] = []
+    real_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        moved.append(repr(args))
+        return real_to(self, *args, **kwargs)
+
+    with mock.patch.object(torch.Tensor, "to", to):
+        rest = list(batches)
+    assert len(rest) == 2 and moved == []  # no per-step copies between host and device
+
+
+def test_tensor_loader_augmentation_is_unchanged_for_a_fixed_seed() -> None:
+    """An independent per-image reference of pad + crop + flip + cutout from the same draws (on
+    the CPU the device generator is the CPU generator: the numbers are those before the change)."""
+    import torch.nn.functional as F
+
+    from resnets.data.loaders import shard_indices
+
+    loader = _tensor_loader()
+    loader.set_epoch(2)
+    got = list(loader)
+    order = shard_indices(
+        50, shuffle=True, seed=7, epoch=2, rank=0, world_size=1, even=True, chunk=16
+    )
+    for b, (x, y) in enumerate(got):
+        idx = order[b * 16 : (b + 1) * 16]
+        assert torch.equal(y, idx)
+        gen = torch.Generator().manual_seed((7 * 1_000_003 + 2 * 9_176 + b + 1) % 2**63)
+        dy, dx = (
+            torch.randint(0, 5, (16,), generator=gen),
+            torch.randint(0, 5, (16,), generator=gen),
+        )
+        flip = torch.rand(16, generator=gen) < 0.5
+        cy, cx = (
+            torch.randint(0, 8, (16,), generator=gen),
+            torch.randint(0, 8, (16,), generator=gen),
+        )
+        for k, i in enumerate(idx.tolist()):
+            image = F.pad(loader.images[i], (2, 2, 2, 2))[:, dy[k] : dy[k] + 8, dx[k] : dx[k] + 8]
+            image = image.flip(-1) if flip[k] else image.clone()
+            y0, x0 = int(cy[k]) - 1, int(cx[k]) - 1
+            image[:, max(y0, 0) : max(y0 + 3, 0), max(x0, 0) : max(x0 + 3, 0)] = 0
+            expected = (image.float() - 0.5 * 255) / (0.25 * 255)
+            torch.testing.assert_close(x[k], expected, rtol=0, atol=1e-5)

@@ -404,15 +404,15 @@ class Trainer:
             leave=False,
         )
         for i, (images, labels) in enumerate(bar, start=start_batch):
-            images = images.to(device, non_blocking=True).contiguous(
-                memory_format=self.memory_format
-            )
+            images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             if self.step == 0 and i == 0:
                 self.tb.image_grid("inputs", images, self.data.mean, self.data.std, 0)
             targets = labels
             if self.mix is not None:
                 images, targets = self.mix(images, labels)
+            # after mixing: the mixed batch is a new tensor, whatever layout the mix gave it
+            images = images.contiguous(memory_format=self.memory_format)
             steps_now = (i + 1) % accumulate == 0 or i == last_batch
             with D.no_sync_if(forward, not steps_now), autocast(device, t.precision):
                 logits = forward(images)
