@@ -529,7 +529,10 @@ def test_reproduce_digits_table_runs_the_papers_recipe_per_depth(tmp_path) -> No
     assert warmup["warmup_epochs"] == 1 and warmup["warmup_start_factor"] == 0.1  # ResNet-110
     assert warmup["warmup_method"] == "constant"
     board = sweep_leaderboard(sweep, rescore=False, score=no_score, plots=False)
-    assert sorted(g["setting"][-1] for g in board["groups"]) == [
+    experiments = [
+        [o for o in g["setting"] if o.startswith("+experiment=")] for g in board["groups"]
+    ]
+    assert sorted(e for (e,) in experiments) == [
         "+experiment=cifar10_resnet110",
         "+experiment=cifar10_resnet20",
     ]
