@@ -22,8 +22,14 @@ from .plan import augment_generator, rank_micro_batches, sample_seed
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 9_176 + salt) % 2**63)
+def epoch_generator(
+    seed: int, epoch: int, salt: int = 0, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """A generator on `device` seeded by (seed, epoch, salt): a CUDA generator draws on the GPU,
+    so augmentation needs no host round trip; on the CPU the numbers are those of before."""
+    return torch.Generator(device=device).manual_seed(
+        (seed * 1_000_003 + epoch * 9_176 + salt) % 2**63
+    )
 
 
 def shard_indices(
@@ -63,9 +69,10 @@ def random_crop(
     """Zero-pad by `padding`, take one random crop per image and mirror about half of them (with
     `hflip`), all in a single gather over the flattened pixels: one pass, contiguous output."""
     b = images.shape[0]
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
-    flip = torch.rand(b, generator=gen) < 0.5 if hflip else None
+    device = images.device  # `gen` lives there too: every draw and index stays on the device
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=device)
+    flip = torch.rand(b, generator=gen, device=device) < 0.5 if hflip else None
     return crop(images, padding, dy, dx, flip)
 
 
@@ -76,16 +83,18 @@ def crop(
     dx: torch.Tensor,
     flip: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The crop at offsets (dy, dx) of the zero-padded images, mirrored where `flip`."""
+    """The crop at offsets (dy, dx) of the zero-padded images, mirrored where `flip` (all on the
+    images' device)."""
     b, c, h, w = images.shape
+    device = images.device
     padded = F.pad(images, (padding,) * 4) if padding else images
-    cols = torch.arange(w).expand(b, w)
+    cols = torch.arange(w, device=device).expand(b, w)
     if flip is not None:
         cols = torch.where(flip[:, None], w - 1 - cols, cols)
-    rows = dy[:, None] + torch.arange(h)  # (B, H)
+    rows = dy[:, None] + torch.arange(h, device=device)  # (B, H)
     cols = dx[:, None] + cols  # (B, W)
     pixel = (rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]).view(b, 1, h * w)
-    pixel = pixel.to(images.device).expand(b, c, h * w)
+    pixel = pixel.expand(b, c, h * w)
     return padded.reshape(b, c, -1).gather(2, pixel).view(b, c, h, w)
 
 
@@ -100,10 +109,10 @@ def cutout(
     b, _, h, w = images.shape
     if centres is None:
         centres = (
-            torch.randint(0, h, (b,), generator=gen),
-            torch.randint(0, w, (b,), generator=gen),
+            torch.randint(0, h, (b,), generator=gen, device=images.device),
+            torch.randint(0, w, (b,), generator=gen, device=images.device),
         )
-    cy, cx = (c.to(images.device) for c in centres)
+    cy, cx = centres
     ys = torch.arange(h, device=images.device)[None, :]
     xs = torch.arange(w, device=images.device)[None, :]
     in_y = (ys >= (cy[:, None] - size // 2)) & (ys < (cy[:, None] - size // 2 + size))
@@ -134,6 +143,7 @@ class TensorLoader:
         world_size: int = 1,
         accumulate: int = 1,
     ) -> None:
+        device = torch.device(device)
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size = batch_size
@@ -190,15 +200,18 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         if not self.train:
-            indices = self._indices().to(self.device)
+            indices = self._indices()
+            if self.device.type == "cuda":  # once an epoch, and without waiting for the copy
+                indices = indices.pin_memory().to(self.device, non_blocking=True)
             for b in range(len(self)):
                 idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
                 yield (self.images[idx].float() - self.mean) / self.std, self.labels[idx]
             return
         plan, self.start = self._plan(), 0  # a resumed start applies to one pass only
         order = torch.randperm(len(self.labels), generator=epoch_generator(self.seed, self.epoch))
-        params = self._augment_params()
-        order = order.to(self.device)
+        if self.device.type == "cuda":  # once an epoch, and without waiting for the copy
+            order = order.pin_memory().to(self.device, non_blocking=True)
+        params = self._augment_params()  # drawn on the device: no per-step host copies
         for offset, size in plan:
             idx = order[offset : offset + size]
             images = self.augment(
@@ -206,18 +219,22 @@ class TensorLoader:
             )
             yield (images.float() - self.mean) / self.std, self.labels[idx]
 
+    def generator(self) -> torch.Generator:
+        """This epoch's augmentation generator, on the data's device."""
+        return augment_generator(self.seed, self.epoch, device=self.device)
+
     def _augment_params(self) -> dict[str, torch.Tensor]:
-        """Every position's crop offsets, flip and cutout centre for this epoch, drawn at once."""
+        """Every position's crop offsets, flip and cutout centre for this epoch, drawn at once on
+        the data's device; a batch takes the slice of its positions."""
         n, (h, w) = len(self.labels), self.images.shape[-2:]
-        gen = augment_generator(self.seed, self.epoch)
-        params = {
-            "dy": torch.randint(0, 2 * self.crop_padding + 1, (n,), generator=gen),
-            "dx": torch.randint(0, 2 * self.crop_padding + 1, (n,), generator=gen),
-            "flip": torch.rand(n, generator=gen) < 0.5,
-            "cy": torch.randint(0, h, (n,), generator=gen),
-            "cx": torch.randint(0, w, (n,), generator=gen),
+        gen, on = self.generator(), dict(device=self.device)
+        return {
+            "dy": torch.randint(0, 2 * self.crop_padding + 1, (n,), generator=gen, **on),
+            "dx": torch.randint(0, 2 * self.crop_padding + 1, (n,), generator=gen, **on),
+            "flip": torch.rand(n, generator=gen, **on) < 0.5,
+            "cy": torch.randint(0, h, (n,), generator=gen, **on),
+            "cx": torch.randint(0, w, (n,), generator=gen, **on),
         }
-        return params
 
     def augment(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.crop_padding or self.hflip:

@@ -95,6 +95,7 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
     return mix_seeds(seed, epoch, position, 0x5A)
 
 
-def augment_generator(seed: int, epoch: int) -> torch.Generator:
-    """One generator per epoch for batched augmentation parameters, indexed by position."""
-    return torch.Generator().manual_seed(mix_seeds(seed, epoch, 0xA5))
+def augment_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """One generator per epoch (on `device`) for batched augmentation parameters, indexed by
+    position."""
+    return torch.Generator(device=device).manual_seed(mix_seeds(seed, epoch, 0xA5))

@@ -25,6 +25,7 @@ from torchvision.transforms import v2
 
 from ..config import ConfigError, validate
 from ..data import build_data
+from ..data.bad_images import unreadable_images
 from ..data.plan import mix_seeds
 from ..models import build_model_from_config
 from ..models.summary import count_flops
@@ -38,8 +39,10 @@ from .checkpoint import (
     capture_rng,
     load_checkpoint,
     move_aside,
+    remove_stale_temporaries,
     restore_rng,
     save_checkpoint,
+    set_aside_previous,
 )
 from .ema import EMA
 from .logging import TensorBoard, log_file, progress, silence_file_logs
@@ -141,6 +144,13 @@ class Trainer:
             world_size=self.dist.world_size,
             accumulate=t.accumulate_grad_batches,
         )
+        if len(self.data.train) == 0:
+            raise ConfigError(
+                f"trainer.batch_size={t.batch_size} is larger than the training set "
+                f"({self.data.train_size} images over {self.dist.world_size} process(es)), so "
+                f"data.drop_last=true leaves no batch; accepted: a batch size of at most "
+                f"{self.data.train_size // self.dist.world_size}, or data.drop_last=false"
+            )
         self.model = build_model_from_config(
             cfg.model,
             num_classes=self.data.num_classes,
@@ -153,7 +163,11 @@ class Trainer:
         self.ema = None
         if t.ema_decay:
             self.ema = EMA(self.model, t.ema_decay, every=t.ema_every)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.optimizer = build_optimizer(self.model, self._scaled_optim(cfg.optim, t))
+        # this run's hyper-parameters, before any schedule writes into the groups
+        self.hyper = [
+            {k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups
+        ]
         # what cuts each epoch into optimizer steps (resnets.data.plan); the schedule follows it
         self.settings = {
             "train_size": self.data.train_size,
@@ -179,6 +193,14 @@ class Trainer:
         self.mix = self._mixing(t, self.data.num_classes)
         self.epoch, self.step, self.samples_in_epoch = 0, 0, 0
         self.best, self.best_epoch, self.val_pending = -1.0, -1, False
+        self._build_schedule()  # a resume lays it out again
+
+    def _reset_hyperparameters(self) -> None:
+        """Give every parameter group this run's values back (and drop what a schedule added)."""
+        for group, values in zip(self.optimizer.param_groups, self.hyper, strict=True):
+            for key in [k for k in group if k != "params" and k not in values]:
+                del group[key]
+            group.update(values)
 
     def _build_schedule(self) -> None:
         """The schedule as `self.layout` lays it out, standing at the current step."""
@@ -192,6 +214,27 @@ class Trainer:
             origin=float(self.layout["origin"]),
             start_step=self.step,
         )
+
+    def _scaled_optim(self, optim: DictConfig, t: DictConfig) -> DictConfig:
+        """optim.lr is the rate of optim.base_batch_size images a step; another global batch
+        scales it linearly (Goyal et al. 2017; the recipes' warm-up covers the first epochs)."""
+        global_batch = t.batch_size * self.dist.world_size * t.accumulate_grad_batches
+        base = optim.get("base_batch_size")
+        scaled = optim.copy()
+        if base:
+            scaled.lr = optim.lr * global_batch / base
+        log.info(
+            "global batch %d (trainer.batch_size %d x %d ranks x %d accumulated), lr %.4g%s",
+            global_batch,
+            t.batch_size,
+            self.dist.world_size,
+            t.accumulate_grad_batches,
+            scaled.lr,
+            f" (optim.lr {optim.lr:g} x {global_batch} / optim.base_batch_size {base})"
+            if base
+            else "",
+        )
+        return scaled
 
     @staticmethod
     def _mixing(t, num_classes: int):
@@ -293,16 +336,10 @@ class Trainer:
                 self.cfg.optim.name,
             )
             return
-        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError as err:  # other parameter groups: nothing was loaded
             log.warning("optimizer state does not fit this run (%s): it starts afresh", err)
-            return
-        for group, values in zip(self.optimizer.param_groups, fresh, strict=True):
-            for key in [k for k in group if k != "params" and k not in values]:
-                del group[key]  # e.g. a previous schedule's initial_lr
-            group.update(values)
 
     def _restore_rng(self, state: dict[str, Any]) -> None:
         """Each rank gets back its own generators; on another world size each rank is reseeded
@@ -324,6 +361,17 @@ class Trainer:
     def _resume(self) -> None:
         explicit = self.cfg.ckpt_path
         path = Path(explicit) if explicit else self.ckpt_dir / "last.pt"
+        own = self.ckpt_dir / "last.pt"
+        if self.dist.is_main:
+            for tmp in remove_stale_temporaries(self.ckpt_dir):
+                log.warning("removed %s, a checkpoint left half-written by a killed run", tmp)
+            continuing = (
+                self.cfg.resume
+                and own.exists()
+                and (not explicit or path.resolve() == own.resolve())
+            )
+            if not continuing:  # this run's saves must not replace checkpoints it did not write
+                self._set_aside_previous()
         if explicit or (self.cfg.resume and path.exists()):
             try:
                 state = load_checkpoint(path)
@@ -335,18 +383,34 @@ class Trainer:
                 raise CheckpointError(
                     path,
                     f"{str(err).split(': ', 1)[1]}. Moved it to {aside}; run again to start "
-                    f"afresh, or resume from another file with ckpt_path=...",
+                    f"afresh (the other checkpoints in {self.ckpt_dir} are then moved to "
+                    f"previous-<time>/ first, never overwritten), or resume from another file "
+                    f"with ckpt_path=...",
                 ) from err
             self.load_state_dict(state, path)
             log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
-        self._build_schedule()
+            self._reset_hyperparameters()  # changed lr, weight decay ... apply from here
+            self._build_schedule()
+
+    def _set_aside_previous(self) -> None:
+        moved = set_aside_previous(self.ckpt_dir)
+        if moved:
+            log.warning(
+                "fresh start: moved checkpoints this run did not write (%s) to %s",
+                ", ".join(moved[1]),
+                moved[0],
+            )
 
     def _save(self, name: str, agree: bool = True) -> None:
         """Every rank calls this at the same step and hands in its random generators; rank 0
         writes. With `agree`, rank 0 tells the others whether the write failed, so all ranks
         stop with its message instead of waiting for it in the next collective."""
+        # every rank holds the same weights, so every rank reaches the same verdict
+        for module, what in ((self.model, "weights"), (self.ema, "EMA weights")):
+            if module is not None:
+                self._check_finite_state(module, what)
         path, failure = self.ckpt_dir / name, None
-        rank_rng = D.all_gather_object(capture_rng())
+        rank_rng = D.all_gather_object(capture_rng()) if self.dist.distributed else None
         if self.dist.is_main:
             try:
                 save_checkpoint(path, self.state_dict(rank_rng))
@@ -358,6 +422,14 @@ class Trainer:
                 failure = CheckpointError(path, reason.removeprefix(f"{path}: "))
         if failure is not None:
             raise failure
+
+    def _check_finite_state(self, module: nn.Module, what: str) -> None:
+        for key, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                bad = tensor[~torch.isfinite(tensor)].flatten()[0].item()
+                raise NonFiniteLossError(
+                    self._non_finite_message(f"{what} ({key}) became", bad, f"by step {self.step}")
+                )
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> float:
@@ -423,6 +495,11 @@ class Trainer:
         finally:
             stop.restore()
             self.tb.close()
+        if self.step == 0:  # an untrained network is never reported as a result
+            raise ConfigError(
+                f"the run took no optimizer step ({len(self.data.train)} batches an epoch, "
+                f"trainer.epochs={t.epochs}); nothing was trained or saved"
+            )
         if not last_val:  # resumed a finished run: report the checkpoint's model
             last_val = evaluate_model(
                 self.model, self.data.val, device, t.precision, t.channels_last
@@ -479,15 +556,15 @@ class Trainer:
             leave=False,
         )
         for i, (images, labels) in enumerate(bar):
-            images = images.to(device, non_blocking=True).contiguous(
-                memory_format=self.memory_format
-            )
+            images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             if self.step == 0 and i == 0:
                 self.tb.image_grid("inputs", images, self.data.mean, self.data.std, 0)
             targets = labels
             if self.mix is not None:
                 images, targets = self.mix(images, labels)
+            # after mixing: the mixed batch is a new tensor, whatever layout the mix gave it
+            images = images.contiguous(memory_format=self.memory_format)
             steps_now = (i + 1) % accumulate == 0
             # `net` is the DDP module itself: a compiled wrapper around it has no no_sync
             with D.no_sync_if(net, not steps_now), autocast(device, t.precision):
@@ -608,10 +685,15 @@ class Trainer:
         loss_sum = D.all_reduce_sum(loss_sum.detach().clone())
         if not torch.isfinite(loss_sum).item():
             raise NonFiniteLossError(
-                f"training loss became {loss_sum.item()} {where} (model {self.cfg.model.name}, "
-                f"lr {self.optimizer.param_groups[0]['lr']:.3g}); stopping without saving. "
-                "Lower optim.lr, set trainer.grad_clip, or use trainer.precision=32."
+                self._non_finite_message("training loss became", loss_sum.item(), where)
             )
+
+    def _non_finite_message(self, what: str, value: float, where: str) -> str:
+        return (
+            f"{what} {value} {where} (model {self.cfg.model.name}, "
+            f"lr {self.optimizer.param_groups[0]['lr']:.3g}); stopping without saving. "
+            "Lower optim.lr, set trainer.grad_clip, or use trainer.precision=32."
+        )
 
     def _validate_and_save(
         self, epoch_time: float, seen: int, finished_epoch: bool
@@ -623,6 +705,12 @@ class Trainer:
         if last or self.epoch % t.eval_every == 0:
             self._share_buffers()
             val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
+            if not math.isfinite(val["loss"]):
+                raise NonFiniteLossError(
+                    self._non_finite_message(
+                        "validation loss became", val["loss"], f"at step {self.step}"
+                    )
+                )
             scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
             if self.ema is not None:
                 ema = evaluate_model(
@@ -697,6 +785,8 @@ class Trainer:
             "model": cfg.model.name,
             "data": cfg.data.name,
             "overrides": overrides,
+            # image files skipped as unreadable (this process's shard)
+            "bad_images": unreadable_images(self.data.train, self.data.val),
         }
 
 
