@@ -110,8 +110,10 @@ class TensorLoader:
         drop_last: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        resize: int | None = None,
     ) -> None:
         self.images = images.to(device)
+        self.resize = resize  # upsample each batch on the device (CIFAR for ImageNet weights)
         self.labels = labels.to(device)
         self.batch_size = batch_size
         self.device = device
@@ -154,7 +156,12 @@ class TensorLoader:
             if self.train:
                 salt = global_batch_index(b, self.rank, self.world_size) + 1
                 images = self.augment(images, epoch_generator(self.seed, self.epoch, salt=salt))
-            yield (images.float() - self.mean) / self.std, self.labels[idx]
+            images = (images.float() - self.mean) / self.std
+            if self.resize:
+                images = F.interpolate(
+                    images, size=(self.resize, self.resize), mode="bilinear", antialias=False
+                )
+            yield images, self.labels[idx]
         self.skip_batches = 0  # a skip applies to one pass only
 
     def augment(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -22,9 +22,10 @@ from torch import nn
 from ..config import ConfigError
 from ..data import build_data
 from ..models import build_model_from_config
+from ..models.pretrained import parse_spec, preprocessing_for, state_from_file
 from ..models.summary import count_flops
 from . import distributed as D
-from .checkpoint import CheckpointError, load_checkpoint, load_weights_file
+from .checkpoint import CheckpointError
 from .logging import TensorBoard
 from .metrics import classification_report
 from .plots import confusion_figure, reliability_diagram
@@ -49,31 +50,6 @@ def merged_run_config(cfg: DictConfig, stored: DictConfig, overrides: Sequence[s
         # a group choice (data=imagenet) replaces the node; a field (data.split=test) the value
         OmegaConf.update(run, key, OmegaConf.select(cfg, key), merge=False)
     return run
-
-
-def state_from_file(path: Path, use_ema: bool) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """Model weights from a resnets checkpoint, a bare state dict, or a {'state_dict': ...} file."""
-    raw = load_weights_file(path)
-    if isinstance(raw, dict) and "format_version" in raw:
-        state = load_checkpoint(path)
-        if not use_ema:
-            return state["model"], state
-        if state.get("ema") is None:
-            raise CheckpointError(
-                path,
-                "use_ema=true but this checkpoint has no EMA weights (trainer.ema_decay was off)",
-            )
-        ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
-        return ema, state
-    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
-        raw = raw["state_dict"]
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise CheckpointError(path, "is neither a resnets checkpoint nor a state dict of tensors")
-    if use_ema:
-        raise CheckpointError(
-            path, "use_ema=true needs a resnets checkpoint; this is a bare state dict"
-        )
-    return raw, None
 
 
 def load_strict(model: nn.Module, weights: dict[str, torch.Tensor], path: Path, name: str) -> None:
@@ -150,26 +126,39 @@ def evaluate_run(
             f"precision={cfg.precision!r} is not valid; accepted: 32, bf16-mixed, 16-mixed"
         )
     ckpt = Path(cfg.ckpt) if cfg.ckpt else None
-    source = ckpt or (Path(cfg.weights) if cfg.weights else None)
-    if source is None:
+    spec = None if ckpt else cfg.weights
+    if ckpt is None and not spec:
         raise ConfigError(
-            "evaluate.py needs ckpt=PATH (a resnets checkpoint), weights=PATH with model= and data=, or sweep=DIR"
+            "evaluate.py needs ckpt=PATH (a resnets checkpoint), weights=PATH|torchvision[:WEIGHTS]"
+            "|timm[:model.tag] with model= and data=, or sweep=DIR"
         )
-    weights, state = state_from_file(source, bool(cfg.use_ema))
+    source = ckpt or (Path(spec) if parse_spec(str(spec))[0] == "path" else None)
+    weights, state = state_from_file(source, bool(cfg.use_ema)) if source else (None, None)
     if ckpt is not None and state is None:
         raise CheckpointError(
             ckpt,
             "is a bare state dict, not a resnets checkpoint; "
             "score it with weights=PATH model=NAME data=NAME",
         )
+    pre = None
     if state is not None:
         run = merged_run_config(cfg, OmegaConf.create(state["config"]), overrides)
+        # the checkpoint holds the trained weights: its starting weights are not needed
+        run.model.pretrained = None
     else:
         if OmegaConf.is_missing(cfg.model, "name") or OmegaConf.is_missing(cfg.data, "name"):
             raise ConfigError(
-                f"{source}: a bare state dict needs model=NAME and data=NAME on the command line"
+                f"{spec}: weights= needs model=NAME and data=NAME on the command line"
             )
         run = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        # one loader with train.py's model.pretrained: published weights or a state dict
+        run.model.pretrained, run.model.pretrained_ema = str(spec), False
+        pre = preprocessing_for(str(run.model.name), str(spec), field="weights")
+        if pre is not None:  # score published weights with their own resize and crop
+            set_here = set(override_keys(overrides))
+            for key, value in (("val_resize", pre.resize), ("val_crop", pre.crop)):
+                if f"data.{key}" not in set_here:
+                    run.data[key] = value
     info = D.init_distributed(run.trainer)
     if cfg.precision == "16-mixed" and info.device.type != "cuda":
         raise ConfigError("precision='16-mixed' needs CUDA; accepted on CPU: 32, bf16-mixed")
@@ -185,11 +174,18 @@ def evaluate_run(
         rank=info.rank,
         world_size=info.world_size,
         split=split,
+        stats=None if pre is None else (pre.mean, pre.std),
     )
     model = build_model_from_config(
-        run.model, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size
+        run.model,
+        num_classes=data.num_classes,
+        in_chans=data.in_chans,
+        image_size=data.image_size,
+        adapt_head=False,
+        pretrained_field="weights",
     )
-    load_strict(model, weights, source, str(run.model.name))
+    if state is not None:
+        load_strict(model, weights, source, str(run.model.name))
     model.to(info.device)
     logits, labels, images_per_s = collect_logits(
         model, data.val, info.device, cfg.precision, cfg.tta, bool(t.get("channels_last", False))
@@ -199,7 +195,7 @@ def evaluate_run(
     out = eval_dir_for(cfg, ckpt, default_root, split)
     matrix = report.pop("confusion_matrix")
     metrics = {
-        "checkpoint": str(source),
+        "checkpoint": str(source or spec),
         "model": str(run.model.name),
         "data": str(run.data.name),
         "split": split,
