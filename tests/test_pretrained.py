@@ -289,7 +289,9 @@ def test_own_checkpoint_model_or_ema_weights(tmp_path) -> None:
         assert loaded.fc.weight.shape == (100, 64)
     wrong = build_model("resnet32", 10)
     torch.save(wrong.state_dict(), tmp_path / "wrong.pt")
-    with pytest.raises(PretrainedError, match=r"does not match model 'resnet20': .*unexpected keys"):
+    with pytest.raises(
+        PretrainedError, match=r"does not match model 'resnet20': .*unexpected keys"
+    ):
         build_model("resnet20", pretrained=str(tmp_path / "wrong.pt"))
 
 
@@ -309,3 +311,60 @@ def test_train_py_missing_weights_exit_2_one_line(tmp_path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert str(home / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in lines[0]
+
+
+@pytest.mark.slow
+def test_evaluate_scores_published_weights_with_their_own_preprocessing(tmp_path) -> None:
+    """`evaluate.py weights=torchvision:IMAGENET1K_V2 model=resnet50 data=imagenet` equals
+    torchvision's model fed by torchvision's own transforms (resize 232, crop 224)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    home = tmp_path / "torch_home"
+    fill_torchvision_cache(home, "resnet50", "IMAGENET1K_V2")
+    root = tmp_path / "imagenet"
+    rng = np.random.default_rng(0)
+    tiny = Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8))
+    for c in range(1000):  # 1000 classes, as the weights' classifier
+        (root / "train" / f"c{c:03d}").mkdir(parents=True)
+        tiny.save(root / "train" / f"c{c:03d}" / "0.jpg")
+    for c in range(3):
+        (root / "val" / f"c{c:03d}").mkdir(parents=True)
+        for i in range(2):
+            pixels = rng.integers(0, 255, (300, 260, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "val" / f"c{c:03d}" / f"{i}.png")
+    out = tmp_path / "eval"
+    result = run_cli(
+        "evaluate.py",
+        [
+            "model=resnet50",
+            "weights=torchvision:IMAGENET1K_V2",
+            "data=imagenet",
+            f"data.root={root}",
+            "trainer.workers=0",
+            f"output_dir={out}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        TORCH_HOME=str(home),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = json.loads((out / "metrics.json").read_text())
+    os.environ["TORCH_HOME"] = str(home)
+    try:
+        weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
+        reference = torchvision.models.resnet50(weights=weights).eval()
+    finally:
+        del os.environ["TORCH_HOME"]
+    preprocess = weights.transforms()
+    assert (preprocess.resize_size, preprocess.crop_size) == ([232], [224])
+    folder = torchvision.datasets.ImageFolder(str(root / "val"), transform=preprocess)
+    images = torch.stack([folder[i][0] for i in range(len(folder))])
+    labels = torch.tensor(folder.targets)
+    with torch.no_grad():
+        logits = reference(images)
+    nll = torch.nn.functional.cross_entropy(logits, labels).item()
+    assert scored["samples"] == 6
+    assert scored["nll"] == pytest.approx(nll, rel=1e-5)
+    assert scored["checkpoint"] == "torchvision:IMAGENET1K_V2"

@@ -169,7 +169,7 @@ def _in_memory_bundle(
     world_size,
     workers,
     split,
-    stats,
+    stats=None,
 ) -> DataBundle:
     mean, std = _stats(cfg, arrays.mean, arrays.std, stats, int(arrays.train.images.shape[1]))
     aug = cfg["augment"]
@@ -296,7 +296,7 @@ def device_decode_loaders(
 
 
 def _folder_bundle(
-    *, cfg, batch_size, eval_batch_size, device, seed, rank, world_size, workers, split, stats
+    *, cfg, batch_size, eval_batch_size, device, seed, rank, world_size, workers, split, stats=None
 ) -> DataBundle:
     from sklearn.model_selection import train_test_split
     from torchvision.datasets import ImageFolder
