@@ -134,9 +134,13 @@ def build_scheduler(
         )
     if warmup <= 0:
         return main
-    start = lr_scheduler.LinearLR(
-        optimizer, start_factor=cfg["warmup_start_factor"], end_factor=1.0, total_iters=warmup
-    )
+    factor = cfg["warmup_start_factor"]
+    if cfg.get("warmup_method", "linear") == "constant":  # He et al. 2016: hold lr x factor
+        start = lr_scheduler.ConstantLR(optimizer, factor=factor, total_iters=warmup)
+    else:
+        start = lr_scheduler.LinearLR(
+            optimizer, start_factor=factor, end_factor=1.0, total_iters=warmup
+        )
     return lr_scheduler.SequentialLR(optimizer, [start, main], milestones=[warmup])
 
 

@@ -20,10 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..config import ConfigError
-from ..data import build_data
+from ..data import DataBundle, build_data
 from ..models import build_model_from_config
-from ..models.pretrained import parse_spec, preprocessing_for, state_from_file
+from ..models.pretrained import parse_spec, preprocessing_for, pretrained_stats, state_from_file
 from ..models.summary import count_flops
+from ..runtime import check_runtime
 from . import distributed as D
 from .checkpoint import CheckpointError
 from .logging import TensorBoard
@@ -70,6 +71,88 @@ def load_strict(model: nn.Module, weights: dict[str, torch.Tensor], path: Path, 
         )
     if problems:
         raise CheckpointError(path, f"does not match model {name!r}: {'; '.join(problems)}")
+
+
+def checkpoint_run(
+    cfg: DictConfig, overrides: Sequence[str]
+) -> tuple[Path | str, dict[str, torch.Tensor] | None, dict | None, DictConfig]:
+    """(source, weights, checkpoint or None, run config) for `ckpt=` or `weights=` in `cfg`.
+
+    The run config is the checkpoint's stored config with the command line's model/data/trainer
+    settings laid over it (evaluate.py, export.py and predict.py share this). `weights=` (a state
+    dict, `torchvision[:WEIGHTS]` or `timm[:model.tag]`) becomes `model.pretrained` of a run built
+    from the command line: the one loader train.py uses; published weights bring their own
+    resize and crop unless the command line sets them. Weights are None unless read here.
+    """
+    ckpt = Path(cfg.ckpt) if cfg.get("ckpt") else None
+    spec = None if ckpt else cfg.get("weights")
+    if ckpt is None and not spec:
+        raise ConfigError(
+            "evaluate.py needs ckpt=PATH (a resnets checkpoint), weights=PATH|torchvision[:WEIGHTS]"
+            "|timm[:model.tag] with model= and data=, or sweep=DIR"
+        )
+    source = ckpt or (Path(spec) if parse_spec(str(spec))[0] == "path" else None)
+    weights, state = state_from_file(source, bool(cfg.use_ema)) if source else (None, None)
+    if ckpt is not None and state is None:
+        raise CheckpointError(
+            ckpt,
+            "is a bare state dict, not a resnets checkpoint; "
+            "score it with weights=PATH model=NAME data=NAME",
+        )
+    if state is not None:
+        run = merged_run_config(cfg, OmegaConf.create(state["config"]), overrides)
+        # the checkpoint holds the trained weights: the ones training started from are not needed
+        run.model.pretrained = None
+        return source, weights, state, run
+    if OmegaConf.is_missing(cfg.model, "name") or OmegaConf.is_missing(cfg.data, "name"):
+        raise ConfigError(f"{spec}: weights= needs model=NAME and data=NAME on the command line")
+    run = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    run.model.pretrained, run.model.pretrained_ema = str(spec), False
+    pre = preprocessing_for(str(run.model.name), str(spec), field="weights")
+    if pre is not None:  # score published weights with their own resize and crop
+        set_here = set(override_keys(overrides))
+        for key, value in (("val_resize", pre.resize), ("val_crop", pre.crop)):
+            if f"data.{key}" not in set_here:
+                run.data[key] = value
+    return str(spec), None, None, run
+
+
+def restore_model_and_data(
+    run: DictConfig,
+    weights: dict[str, torch.Tensor] | None,
+    source: Path | str,
+    *,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[nn.Module, DataBundle]:
+    """The run's data (validation side: class names, statistics, loaders) and its network with
+    `weights` loaded strictly (or, with `run.model.pretrained`, through the pretrained loader,
+    which refuses weights of another class count here), on `device`."""
+    t = run.trainer
+    data = build_data(
+        run.data,
+        batch_size=t.batch_size,
+        eval_batch_size=t.get("eval_batch_size") or t.batch_size,
+        num_workers=t.workers,
+        device=device,
+        seed=run.get("seed", 0),
+        rank=rank,
+        world_size=world_size,
+        split=str(run.data.get("split", "val")),
+        stats=pretrained_stats(run.model),
+    )
+    model = build_model_from_config(
+        run.model,
+        num_classes=data.num_classes,
+        in_chans=data.in_chans,
+        image_size=data.image_size,
+        adapt_head=False,
+        pretrained_field="weights",
+    )
+    if not run.model.get("pretrained"):
+        load_strict(model, weights, source, str(run.model.name))
+    return model.to(device), data
 
 
 @torch.no_grad()
@@ -125,68 +208,21 @@ def evaluate_run(
         raise ConfigError(
             f"precision={cfg.precision!r} is not valid; accepted: 32, bf16-mixed, 16-mixed"
         )
+    source, weights, state, run = checkpoint_run(cfg, overrides)
     ckpt = Path(cfg.ckpt) if cfg.ckpt else None
-    spec = None if ckpt else cfg.weights
-    if ckpt is None and not spec:
-        raise ConfigError(
-            "evaluate.py needs ckpt=PATH (a resnets checkpoint), weights=PATH|torchvision[:WEIGHTS]"
-            "|timm[:model.tag] with model= and data=, or sweep=DIR"
-        )
-    source = ckpt or (Path(spec) if parse_spec(str(spec))[0] == "path" else None)
-    weights, state = state_from_file(source, bool(cfg.use_ema)) if source else (None, None)
-    if ckpt is not None and state is None:
-        raise CheckpointError(
-            ckpt,
-            "is a bare state dict, not a resnets checkpoint; "
-            "score it with weights=PATH model=NAME data=NAME",
-        )
-    pre = None
-    if state is not None:
-        run = merged_run_config(cfg, OmegaConf.create(state["config"]), overrides)
-        # the checkpoint holds the trained weights: its starting weights are not needed
-        run.model.pretrained = None
-    else:
-        if OmegaConf.is_missing(cfg.model, "name") or OmegaConf.is_missing(cfg.data, "name"):
-            raise ConfigError(
-                f"{spec}: weights= needs model=NAME and data=NAME on the command line"
-            )
-        run = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        # one loader with train.py's model.pretrained: published weights or a state dict
-        run.model.pretrained, run.model.pretrained_ema = str(spec), False
-        pre = preprocessing_for(str(run.model.name), str(spec), field="weights")
-        if pre is not None:  # score published weights with their own resize and crop
-            set_here = set(override_keys(overrides))
-            for key, value in (("val_resize", pre.resize), ("val_crop", pre.crop)):
-                if f"data.{key}" not in set_here:
-                    run.data[key] = value
+    # training-only settings of the stored config (compile) do not apply to scoring
+    check_runtime(
+        {**OmegaConf.to_container(run.trainer), "compile": False},
+        run.data,
+        precision=cfg.precision,
+        precision_field="precision",
+    )
     info = D.init_distributed(run.trainer)
-    if cfg.precision == "16-mixed" and info.device.type != "cuda":
-        raise ConfigError("precision='16-mixed' needs CUDA; accepted on CPU: 32, bf16-mixed")
     split = str(run.data.get("split", "val"))
     t = run.trainer
-    data = build_data(
-        run.data,
-        batch_size=t.batch_size,
-        eval_batch_size=t.get("eval_batch_size") or t.batch_size,
-        num_workers=t.workers,
-        device=info.device,
-        seed=run.get("seed", 0),
-        rank=info.rank,
-        world_size=info.world_size,
-        split=split,
-        stats=None if pre is None else (pre.mean, pre.std),
+    model, data = restore_model_and_data(
+        run, weights, source, device=info.device, rank=info.rank, world_size=info.world_size
     )
-    model = build_model_from_config(
-        run.model,
-        num_classes=data.num_classes,
-        in_chans=data.in_chans,
-        image_size=data.image_size,
-        adapt_head=False,
-        pretrained_field="weights",
-    )
-    if state is not None:
-        load_strict(model, weights, source, str(run.model.name))
-    model.to(info.device)
     logits, labels, images_per_s = collect_logits(
         model, data.val, info.device, cfg.precision, cfg.tta, bool(t.get("channels_last", False))
     )
@@ -195,7 +231,7 @@ def evaluate_run(
     out = eval_dir_for(cfg, ckpt, default_root, split)
     matrix = report.pop("confusion_matrix")
     metrics = {
-        "checkpoint": str(source or spec),
+        "checkpoint": str(source),
         "model": str(run.model.name),
         "data": str(run.data.name),
         "split": split,

@@ -21,15 +21,16 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
 from ..config import ConfigError, validate
 from ..data import build_data
+from ..data.bad_images import unreadable_images
 from ..models import build_model_from_config
 from ..models.pretrained import pretrained_stats
 from ..models.summary import count_flops
 from ..optim import build_optimizer, build_scheduler, learning_rates
+from ..runtime import apply_device_defaults, check_runtime
 from . import distributed as D
 from .checkpoint import (
     FORMAT_VERSION,
@@ -37,9 +38,12 @@ from .checkpoint import (
     capture_rng,
     load_checkpoint,
     move_aside,
+    remove_stale_temporaries,
     restore_rng,
     save_checkpoint,
+    set_aside_previous,
 )
+from .ema import EMA
 from .logging import TensorBoard, log_file, progress, silence_file_logs
 from .metrics import topk_correct_tensor
 from .signals import StopRequest
@@ -57,7 +61,10 @@ class TrainingInterrupted(SystemExit):
 
 def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> float:
     """Train as `cfg` says; returns the best validation top-1 accuracy in percent."""
-    return Trainer(cfg, output_dir).fit()
+    try:
+        return Trainer(cfg, output_dir).fit()
+    finally:
+        D.cleanup()  # under torchrun: destroy the process group, even after a failure
 
 
 def seed_everything(seed: int) -> None:
@@ -98,6 +105,7 @@ def evaluate_model(
 class Trainer:
     def __init__(self, cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> None:
         validate(cfg)
+        apply_device_defaults(cfg.trainer, check_runtime(cfg.trainer, cfg.data, model=cfg.model))
         self.cfg = cfg
         self.dist = D.init_distributed(cfg.trainer)
         if output_dir is None:
@@ -111,12 +119,6 @@ class Trainer:
             with contextlib.suppress(OSError):  # only ever removes an empty directory
                 own.rmdir()
         self.ckpt_dir = self.out / "checkpoints"
-        t = cfg.trainer
-        if t.precision == "16-mixed" and self.dist.device.type != "cuda":
-            raise ConfigError(
-                "trainer.precision='16-mixed' needs CUDA (fp16 autocast with a gradient scaler); "
-                "accepted on CPU: 32, bf16-mixed"
-            )
         if not self.dist.is_main:
             silence_file_logs()
 
@@ -141,6 +143,13 @@ class Trainer:
             world_size=self.dist.world_size,
             stats=pretrained_stats(cfg.model),
         )
+        if len(self.data.train) == 0:
+            raise ConfigError(
+                f"trainer.batch_size={t.batch_size} is larger than the training set "
+                f"({self.data.train_size} images over {self.dist.world_size} process(es)), so "
+                f"data.drop_last=true leaves no batch; accepted: a batch size of at most "
+                f"{self.data.train_size // self.dist.world_size}, or data.drop_last=false"
+            )
         self.model = build_model_from_config(
             cfg.model,
             num_classes=self.data.num_classes,
@@ -153,9 +162,7 @@ class Trainer:
         self.model.to(device, memory_format=self.memory_format)
         self.ema = None
         if t.ema_decay:
-            self.ema = AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True
-            )
+            self.ema = EMA(self.model, t.ema_decay, every=t.ema_every)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.steps_per_epoch = max(1, len(self.data.train) // t.accumulate_grad_batches)
         self.scheduler = build_scheduler(
@@ -219,6 +226,17 @@ class Trainer:
     def _resume(self) -> None:
         explicit = self.cfg.ckpt_path
         path = Path(explicit) if explicit else self.ckpt_dir / "last.pt"
+        own = self.ckpt_dir / "last.pt"
+        if self.dist.is_main:
+            for tmp in remove_stale_temporaries(self.ckpt_dir):
+                log.warning("removed %s, a checkpoint left half-written by a killed run", tmp)
+            continuing = (
+                self.cfg.resume
+                and own.exists()
+                and (not explicit or path.resolve() == own.resolve())
+            )
+            if not continuing:  # this run's saves must not replace checkpoints it did not write
+                self._set_aside_previous()
         if not explicit and not (self.cfg.resume and path.exists()):
             return
         try:
@@ -230,15 +248,50 @@ class Trainer:
             aside = move_aside(path) if self.dist.is_main else path
             raise CheckpointError(
                 path,
-                f"{str(err).split(': ', 1)[1]}. Moved it to {aside}; run again to start afresh, "
-                f"or resume from another file with ckpt_path=...",
+                f"{str(err).split(': ', 1)[1]}. Moved it to {aside}; run again to start afresh "
+                f"(the other checkpoints in {self.ckpt_dir} are then moved to previous-<time>/ "
+                f"first, never overwritten), or resume from another file with ckpt_path=...",
             ) from err
         self.load_state_dict(state, path)
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
 
-    def _save(self, name: str) -> None:
+    def _set_aside_previous(self) -> None:
+        moved = set_aside_previous(self.ckpt_dir)
+        if moved:
+            log.warning(
+                "fresh start: moved checkpoints this run did not write (%s) to %s",
+                ", ".join(moved[1]),
+                moved[0],
+            )
+
+    def _save(self, name: str, agree: bool = True) -> None:
+        """Rank 0 writes. With `agree` (every rank calls this at the same point), rank 0 tells
+        the others whether the write failed, so all ranks stop with its message instead of
+        waiting for it in the next collective."""
+        # every rank holds the same weights, so every rank reaches the same verdict
+        for module, what in ((self.model, "weights"), (self.ema, "EMA weights")):
+            if module is not None:
+                self._check_finite_state(module, what)
+        path, failure = self.ckpt_dir / name, None
         if self.dist.is_main:
-            save_checkpoint(self.ckpt_dir / name, self.state_dict())
+            try:
+                save_checkpoint(path, self.state_dict())
+            except CheckpointError as err:
+                failure = err
+        if agree and self.dist.distributed:
+            reason = D.broadcast_object(None if failure is None else str(failure))
+            if reason is not None and failure is None:
+                failure = CheckpointError(path, reason.removeprefix(f"{path}: "))
+        if failure is not None:
+            raise failure
+
+    def _check_finite_state(self, module: nn.Module, what: str) -> None:
+        for key, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                bad = tensor[~torch.isfinite(tensor)].flatten()[0].item()
+                raise NonFiniteLossError(
+                    self._non_finite_message(f"{what} ({key}) became", bad, f"by step {self.step}")
+                )
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> float:
@@ -301,6 +354,11 @@ class Trainer:
         finally:
             stop.restore()
             self.tb.close()
+        if self.step == 0:  # an untrained network is never reported as a result
+            raise ConfigError(
+                f"the run took no optimizer step ({len(self.data.train)} batches an epoch, "
+                f"trainer.epochs={t.epochs}); nothing was trained or saved"
+            )
         if not last_val:  # resumed a finished run: report the checkpoint's model
             last_val = evaluate_model(
                 self.model, self.data.val, device, t.precision, t.channels_last
@@ -349,15 +407,15 @@ class Trainer:
             leave=False,
         )
         for i, (images, labels) in enumerate(bar, start=start_batch):
-            images = images.to(device, non_blocking=True).contiguous(
-                memory_format=self.memory_format
-            )
+            images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             if self.step == 0 and i == 0:
                 self.tb.image_grid("inputs", images, self.data.mean, self.data.std, 0)
             targets = labels
             if self.mix is not None:
                 images, targets = self.mix(images, labels)
+            # after mixing: the mixed batch is a new tensor, whatever layout the mix gave it
+            images = images.contiguous(memory_format=self.memory_format)
             steps_now = (i + 1) % accumulate == 0 or i == last_batch
             with D.no_sync_if(forward, not steps_now), autocast(device, t.precision):
                 logits = forward(images)
@@ -397,7 +455,7 @@ class Trainer:
                 )
                 window_start, window_images = time.perf_counter(), 0
             if stop.save_signum is not None:  # under submitit, SIGTERM announces a preemption
-                self._save("last.pt")
+                self._save("last.pt", agree=False)  # the signal may reach ranks at other steps
                 log.warning(
                     "signal %d: last.pt written at step %d; training goes on until the "
                     "preemption signal",
@@ -446,17 +504,27 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        if self.ema is not None:
+        if self.ema is not None and (self.step + 1) % self.ema.every == 0:
             self.ema.update_parameters(self.model)
         return grad_norm
 
     def _check_finite(self, loss_sum: torch.Tensor, where: str) -> None:
-        if self.scaler is None and not torch.isfinite(loss_sum).item():
+        """Every rank calls this at the same step; the sum over ranks is non-finite when any
+        rank's is, so all ranks stop together with the same message."""
+        if self.scaler is not None:  # a non-finite loss is a skipped step
+            return
+        loss_sum = D.all_reduce_sum(loss_sum.detach().clone())
+        if not torch.isfinite(loss_sum).item():
             raise NonFiniteLossError(
-                f"training loss became {loss_sum.item()} {where} (model {self.cfg.model.name}, "
-                f"lr {self.optimizer.param_groups[0]['lr']:.3g}); stopping without saving. "
-                "Lower optim.lr, set trainer.grad_clip, or use trainer.precision=32."
+                self._non_finite_message("training loss became", loss_sum.item(), where)
             )
+
+    def _non_finite_message(self, what: str, value: float, where: str) -> str:
+        return (
+            f"{what} {value} {where} (model {self.cfg.model.name}, "
+            f"lr {self.optimizer.param_groups[0]['lr']:.3g}); stopping without saving. "
+            "Lower optim.lr, set trainer.grad_clip, or use trainer.precision=32."
+        )
 
     def _validate_and_save(
         self, epoch_time: float, seen: int, finished_epoch: bool
@@ -467,10 +535,14 @@ class Trainer:
         )  # stopping here: always evaluate and save
         val: dict[str, float] = {}
         if last or self.epoch % t.eval_every == 0:
-            D.broadcast_buffers(self.model)
-            if self.ema is not None:
-                D.broadcast_buffers(self.ema)
+            self._share_buffers()
             val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
+            if not math.isfinite(val["loss"]):
+                raise NonFiniteLossError(
+                    self._non_finite_message(
+                        "validation loss became", val["loss"], f"at step {self.step}"
+                    )
+                )
             scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
             if self.ema is not None:
                 ema = evaluate_model(
@@ -506,6 +578,14 @@ class Trainer:
             self._save("last.pt")
         return val
 
+    def _share_buffers(self) -> None:
+        """Rank 0's batch-norm statistics (and EMA's) to every rank before evaluation. The EMA
+        module's own buffers only: AveragedModel's counter `n_averaged` is a host tensor that
+        NCCL cannot send, and it is the same on every rank anyway."""
+        D.broadcast_buffers(self.model)
+        if self.ema is not None:
+            D.broadcast_buffers(self.ema.module)
+
     def _final_metrics(self, train_stats, val, wall, images_seen, train_time) -> dict[str, Any]:
         cfg = self.cfg
         try:
@@ -515,6 +595,7 @@ class Trainer:
         except (ValueError, ImportError):
             overrides = []
         return {
+            "status": "finished",  # a failed sweep job writes status "failed" and the reason
             "best_val_top1": self.best,
             "best_epoch": self.best_epoch,
             "val_top1": val.get("top1"),
@@ -525,6 +606,7 @@ class Trainer:
             "train_top1": train_stats.get("top1"),
             "epochs": self.epoch,
             "steps": self.step,
+            "steps_per_epoch": self.steps_per_epoch,  # puts TensorBoard's steps on an epoch axis
             "train_time_s": round(train_time, 3),
             "wall_time_s": round(wall, 3),
             "images_per_s": images_seen * self.dist.world_size / max(train_time, 1e-9),
@@ -533,6 +615,8 @@ class Trainer:
             "model": cfg.model.name,
             "data": cfg.data.name,
             "overrides": overrides,
+            # image files skipped as unreadable (this process's shard)
+            "bad_images": unreadable_images(self.data.train, self.data.val),
         }
 
 
