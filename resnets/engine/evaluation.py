@@ -92,6 +92,8 @@ def checkpoint_run(
             "|timm[:model.tag] with model= and data=, or sweep=DIR"
         )
     source = ckpt or (Path(spec) if parse_spec(str(spec))[0] == "path" else None)
+    if source is None and cfg.use_ema:
+        raise ConfigError(f"use_ema=true needs a resnets checkpoint; weights={spec!r} has no EMA")
     weights, state = state_from_file(source, bool(cfg.use_ema)) if source else (None, None)
     if ckpt is not None and state is None:
         raise CheckpointError(
