@@ -276,7 +276,7 @@ def test_own_checkpoint_model_or_ema_weights(tmp_path) -> None:
         },
         "epoch": 1,
         "step": 1,
-        "config": "{}",
+        "config": "model:\n  name: resnet20\ndata:\n  name: digits\n",
         "format_version": 1,
     }
     path = tmp_path / "last.pt"
