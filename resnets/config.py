@@ -299,7 +299,7 @@ class PredictConfig:
     model_file: str | None = None
     images: str | None = None
     use_ema: bool = False
-    topk: int = 5
+    topk: int | None = None  # null: 5, or every class when there are fewer
     batch_size: int = 32
     workers: int = 0
     output_dir: str | None = None

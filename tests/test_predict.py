@@ -204,7 +204,9 @@ def test_corrupt_and_text_files_are_skipped_and_counted(folder_run, tmp_path, ca
     assert "skipped corrupt.jpg: unreadable or corrupt (OSError" in printed.out
     rows = read_predictions(tmp_path / "out" / "predictions.csv")
     assert sorted(Path(f).name for f in rows) == sorted(p.name for p in good)
-    assert all(len([k for k in r if k.endswith("_class")]) == 3 for r in rows.values())  # topk=5>3
+    assert all(
+        len([k for k in r if k.endswith("_class")]) == 3 for r in rows.values()
+    )  # default: 5, or all 3
     with open(tmp_path / "out" / "skipped.csv") as f:
         skipped = {Path(r["file"]).name: r["reason"] for r in csv.DictReader(f)}
     assert set(skipped) == {"corrupt.jpg", "notes.txt"}
@@ -214,6 +216,9 @@ def test_corrupt_and_text_files_are_skipped_and_counted(folder_run, tmp_path, ca
     shutil.copy(mixed / "notes.txt", only_bad / "notes.txt")
     assert predict([f"ckpt={ckpt}", f"images={only_bad}", "topk=3"], tmp_path / "o2") == 1
     assert "no image could be predicted" in capsys.readouterr().err
+    # more classes asked for than the model has: refused, not cut
+    assert predict([f"ckpt={ckpt}", f"images={mixed}", "topk=4"], tmp_path / "o3") == 2
+    assert "topk=4 is not valid; accepted: 1 to 3" in capsys.readouterr().err
 
 
 def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys) -> None:
@@ -231,6 +236,7 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys) -> None:
         ([f"ckpt={corrupt}", f"model_file={text}", f"images={image}"], "exactly one of"),
         ([f"ckpt={corrupt}"], "needs images=PATH_OR_GLOB"),
         ([f"ckpt={corrupt}", f"images={image}", "topk=0"], "topk=0 is not valid"),
+        ([f"model_file={text}", f"images={image}", "batch_size=-1"], "batch_size=-1 is not valid"),
         ([f"model_file={tmp_path / 'm.tflite'}", f"images={image}"], "no such file"),
         ([f"model_file={image}", f"images={image}"], "unknown suffix '.png'; accepted: .onnx"),
         ([f"model_file={text}", f"images={image}"], "not a readable ONNX file"),
