@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +178,17 @@ def test_onnx_model_file_agrees_with_the_checkpoint(folder_run, tmp_path, capsys
             assert float(row[f"top{k}_probability"]) == pytest.approx(
                 float(other[f"top{k}_probability"]), abs=1e-5
             )
+    # no network code on this path: it runs with resnets.models and resnets.engine unimportable
+    argv = ["predict.py", *onnx_args, f"output_dir={tmp_path / 'd'}", f"hydra.run.dir={tmp_path}"]
+    blocked = (
+        "import runpy, sys; sys.modules['resnets.models'] = sys.modules['resnets.engine'] = None; "
+        f"sys.argv = {argv!r}; runpy.run_path({str(REPO / 'predict.py')!r}, run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", blocked], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_predictions(tmp_path / "d" / "predictions.csv") == by_onnx
     # without model.json the ONNX file's own metadata gives classes and preprocessing
     (export_dir / "model.json").unlink()
     assert predict(onnx_args, tmp_path / "c") == 0

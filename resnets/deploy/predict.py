@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import ConfigError
 from ..data.transforms import folder_eval
 from . import formats
-from .export import MANIFEST, cpu_only
+from .formats import MANIFEST
 
 log = logging.getLogger(__name__)
 SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "exported", ".pt": "torchscript"}
@@ -111,7 +111,9 @@ class Classifier:
 
 
 def from_checkpoint(cfg: DictConfig, overrides: Sequence[str]) -> Classifier:
+    # only this path imports the network code; an exported file needs none of it
     from ..engine.evaluation import checkpoint_run, restore_model_and_data
+    from .export import cpu_only
     from .parity import eager_logits
 
     source, weights, _state, run = checkpoint_run(cfg, overrides)
