@@ -70,6 +70,8 @@ class DataConfig:
     prefetch_factor: int = 4
     gpu_decode: bool = False
     fake_size: int = 1024
+    # fraction of a split's images that may be unreadable (skipped, listed in metrics.json)
+    max_bad_images: float = 0.001
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -83,6 +85,8 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     no_decay_norm_bias: bool = True
+    # lr is for this many images a step (global batch); null: lr as given at any batch
+    base_batch_size: int | None = None
 
 
 @dataclass
@@ -178,13 +182,25 @@ POSITIVE: tuple[str, ...] = (
     "trainer.save_every",
     "trainer.ema_every",
     "optim.lr",
+    "optim.eps",
     "data.image_size",
+    "data.fake_size",
+    "data.prefetch_factor",
 )
 PROBABILITIES: tuple[str, ...] = (
     "trainer.label_smoothing",
     "data.augment.random_erasing",
-    "data.val_fraction",
+    "optim.momentum",
 )
+NON_NEGATIVE: tuple[str, ...] = (
+    "trainer.workers",
+    "data.augment.crop_padding",
+    "data.augment.cutout",
+    "optim.weight_decay",
+    "sched.warmup_epochs",
+    "sched.min_lr",
+)
+POSITIVE_OR_NULL: tuple[str, ...] = ("trainer.eval_batch_size", "data.num_classes")
 
 
 class ConfigError(ValueError):
@@ -212,6 +228,17 @@ def validate(cfg: DictConfig) -> None:
         value = _get(cfg, dotted)
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{dotted}={value!r} is not valid; accepted: a number in [0, 1)")
+    for dotted in NON_NEGATIVE:
+        value = _get(cfg, dotted)
+        if value < 0:
+            raise ConfigError(f"{dotted}={value!r} is not valid; accepted: 0 or a positive number")
+    for dotted in POSITIVE_OR_NULL:
+        value = _get(cfg, dotted)
+        if value is not None and value <= 0:
+            raise ConfigError(
+                f"{dotted}={value!r} is not valid; accepted: null or a positive integer"
+            )
+    _validate_ranges(cfg)
     expected = cfg.get("expected")
     if expected is not None and expected.top1 is not None:
         if not 0.0 <= expected.top1 <= 100.0:
@@ -237,9 +264,59 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"trainer.{name}={t[name]!r} is not valid; accepted: 0 (off) or a positive number"
             )
+    base = cfg.optim.get("base_batch_size")
+    if base is not None and base <= 0:
+        raise ConfigError(
+            f"optim.base_batch_size={base!r} is not valid; accepted: null or a positive integer"
+        )
     if t.grad_clip is not None and t.grad_clip <= 0:
         raise ConfigError(
             f"trainer.grad_clip={t.grad_clip!r} is not valid; accepted: null or a positive number"
+        )
+
+
+def _validate_ranges(cfg: DictConfig) -> None:
+    """Checks of one field against a range or another field (train.py only)."""
+    d, o, s, m = cfg.data, cfg.optim, cfg.sched, cfg.model
+    if not 0.0 < d.val_fraction < 1.0:
+        raise ConfigError(
+            f"data.val_fraction={d.val_fraction!r} is not valid; accepted: a number in (0, 1)"
+        )
+    if not 0.0 <= d.max_bad_images <= 1.0:
+        raise ConfigError(
+            f"data.max_bad_images={d.max_bad_images!r} is not valid; accepted: a fraction in [0, 1]"
+        )
+    betas = list(o.betas)
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ConfigError(
+            f"optim.betas={betas!r} is not valid; accepted: two numbers in [0, 1), e.g. [0.9, 0.999]"
+        )
+    if o.name == "sgd" and o.nesterov and o.momentum == 0:
+        raise ConfigError(
+            "optim.nesterov=true is not valid with optim.momentum=0; accepted: a momentum in "
+            "(0, 1), or optim.nesterov=false"
+        )
+    for name in ("mean", "std"):
+        values = d[name]
+        if values is not None and len(values) == 0:
+            raise ConfigError(
+                f"data.{name}=[] is not valid; accepted: null or one number a channel"
+            )
+    if s.name != "onecycle" and s.warmup_epochs > 0 and s.warmup_epochs >= cfg.trainer.epochs:
+        raise ConfigError(
+            f"sched.warmup_epochs={s.warmup_epochs!r} is not valid with trainer.epochs="
+            f"{cfg.trainer.epochs}; accepted: fewer warm-up epochs than training epochs"
+        )
+    # train.py trains a classifier: a backbone's feature maps have no loss to train on
+    if m.include_top is False:
+        raise ConfigError(
+            "model.include_top=false is not valid for train.py (a backbone returns feature maps, "
+            "not class scores); accepted: true or null"
+        )
+    if m.out_indices is not None:
+        raise ConfigError(
+            f"model.out_indices={list(m.out_indices)!r} is not valid for train.py (it returns "
+            "feature maps, not class scores); accepted: null"
         )
 
 
