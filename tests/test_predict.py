@@ -123,7 +123,10 @@ def test_predictions_equal_evaluate_on_the_same_files(folder_run, tmp_path, caps
     model, data = restore_model_and_data(run, state["model"], ckpt, device=torch.device("cpu"))
     logits, labels, _ = collect_logits(model, data.val, torch.device("cpu"), "32", "none", False)
     probs = torch.softmax(logits, 1)
-    samples = data.val.dataset.samples
+    dataset = data.val.dataset
+    while not hasattr(dataset, "samples"):  # wrappers (bad-image skipping) hold the ImageFolder
+        dataset = dataset.dataset
+    samples = dataset.samples
     assert len(samples) == len(rows)
     for (path, _label), p in zip(samples, probs, strict=True):
         row = rows[str(Path(path))]
