@@ -103,11 +103,13 @@ def build_data(
     world_size: int = 1,
     split: str | None = None,
     accumulate: int = 1,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> DataBundle:
     """Train and evaluation loaders for `cfg` (a `data` config node); `split` picks what `val` scores.
 
     The train loader yields `accumulate` micro-batches per rank for each optimizer step, cut as
-    `resnets.data.plan` says."""
+    `resnets.data.plan` says. `stats`: (mean, std) of pretrained weights, used instead of the
+    dataset's own when data.mean/std are unset (averaged over channels for one-channel images)."""
     name = cfg["name"]
     if name not in DATASETS:
         raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(DATASETS)}")
@@ -139,6 +141,7 @@ def build_data(
         workers=num_workers,
         split=split,
         accumulate=accumulate,
+        stats=stats,
     )
     if name in IN_MEMORY:
         return _in_memory_bundle(_load_arrays(cfg), loader=loader, **common)
@@ -155,8 +158,14 @@ def _load_arrays(cfg: Mapping[str, Any]) -> ArrayDataset:
 
 
 def _stats(
-    cfg, default_mean, default_std, channels: int
+    cfg, default_mean, default_std, channels: int, weights_stats=None
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if weights_stats is not None:
+        default_mean, default_std = (
+            # a one-channel image meets summed first-conv weights: average the channel statistics
+            (sum(v) / len(v),) if channels == 1 and len(v) != 1 else tuple(v)
+            for v in weights_stats
+        )
     mean = tuple(cfg.get("mean") or default_mean)
     std = tuple(cfg.get("std") or default_std)
     for field, values in (("mean", mean), ("std", std)):
@@ -190,13 +199,18 @@ def _in_memory_bundle(
     workers,
     split,
     accumulate,
+    stats=None,
 ) -> DataBundle:
     check_arrays(arrays, cfg["name"])
-    mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]))
+    mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]), stats)
     aug = cfg["augment"]
     evaluated = arrays.train if split == "train" else arrays.val
     _check_classes(cfg, len(arrays.class_names))
-    size = int(arrays.train.images.shape[-1])
+    stored = int(arrays.train.images.shape[-1])
+    # CIFAR is stored at 32 px; another data.image_size upsamples each batch (digits and fake
+    # are generated at data.image_size already)
+    size = int(cfg.get("image_size") or stored)
+    resize = size if size != stored else None
     shard = dict(seed=seed, rank=rank, world_size=world_size)
     if loader == "tensor":
         if aug.get("auto_augment") or aug.get("random_erasing"):
@@ -217,6 +231,7 @@ def _in_memory_bundle(
             cutout=int(aug.get("cutout", 0)),
             drop_last=bool(cfg.get("drop_last", True)),
             accumulate=accumulate,
+            resize=resize,
             **shard,
         )
         val = TensorLoader(
@@ -227,6 +242,7 @@ def _in_memory_bundle(
             std=std,
             device=device,
             train=False,
+            resize=resize,
             **shard,
         )
     else:
@@ -234,7 +250,7 @@ def _in_memory_bundle(
             raise DataError("data.augment.cutout needs data.loader=tensor; use random_erasing here")
         options = _loader_options(cfg, workers)
         train = SamplerLoader(
-            TensorImageDataset(arrays.train, T.small_image_train(aug, size, mean, std)),
+            TensorImageDataset(arrays.train, T.small_image_train(aug, stored, mean, std, resize)),
             batch_size=batch_size,
             train=True,
             drop_last=bool(cfg.get("drop_last", True)),
@@ -243,7 +259,7 @@ def _in_memory_bundle(
             **shard,
         )
         val = SamplerLoader(
-            TensorImageDataset(evaluated, T.small_image_eval(mean, std)),
+            TensorImageDataset(evaluated, T.small_image_eval(mean, std, resize)),
             batch_size=eval_batch_size,
             train=False,
             drop_last=False,
@@ -379,11 +395,12 @@ def _folder_bundle(
     workers,
     split,
     accumulate=1,
+    stats=None,
 ) -> DataBundle:
     from sklearn.model_selection import train_test_split
 
     root = str(cfg["root"])
-    mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3)
+    mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3, stats)
     aug, size = cfg["augment"], int(cfg.get("image_size", 224))
     val_resize, val_crop = T.eval_geometry(cfg, size)
     train_tf = T.folder_train(aug, size, mean, std)

@@ -142,9 +142,11 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
         accumulate: int = 1,
+        resize: int | None = None,
     ) -> None:
         device = torch.device(device)
         self.images = images.to(device)
+        self.resize = resize  # upsample each batch on the device (CIFAR for ImageNet weights)
         self.labels = labels.to(device)
         self.batch_size = batch_size
         self.device = device
@@ -205,7 +207,7 @@ class TensorLoader:
                 indices = indices.pin_memory().to(self.device, non_blocking=True)
             for b in range(len(self)):
                 idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
-                yield (self.images[idx].float() - self.mean) / self.std, self.labels[idx]
+                yield self._finish(self.images[idx]), self.labels[idx]
             return
         plan, self.start = self._plan(), 0  # a resumed start applies to one pass only
         order = torch.randperm(len(self.labels), generator=epoch_generator(self.seed, self.epoch))
@@ -217,7 +219,16 @@ class TensorLoader:
             images = self.augment(
                 self.images[idx], {k: v[offset : offset + size] for k, v in params.items()}
             )
-            yield (images.float() - self.mean) / self.std, self.labels[idx]
+            yield self._finish(images), self.labels[idx]
+
+    def _finish(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalise (and resize to what pretrained weights expect, with `resize`)."""
+        images = (images.float() - self.mean) / self.std
+        if self.resize:
+            images = F.interpolate(
+                images, size=(self.resize, self.resize), mode="bilinear", antialias=False
+            )
+        return images
 
     def generator(self) -> torch.Generator:
         """This epoch's augmentation generator, on the data's device."""

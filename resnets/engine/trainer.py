@@ -28,8 +28,9 @@ from ..data import build_data
 from ..data.bad_images import unreadable_images
 from ..data.plan import mix_seeds
 from ..models import build_model_from_config
+from ..models.pretrained import pretrained_stats
 from ..models.summary import count_flops
-from ..optim import build_optimizer, build_scheduler
+from ..optim import build_optimizer, build_scheduler, learning_rates
 from ..runtime import apply_device_defaults, check_runtime
 from . import distributed as D
 from . import resume as R
@@ -143,6 +144,7 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             accumulate=t.accumulate_grad_batches,
+            stats=pretrained_stats(cfg.model),
         )
         if len(self.data.train) == 0:
             raise ConfigError(
@@ -157,13 +159,15 @@ class Trainer:
             in_chans=self.data.in_chans,
             image_size=self.data.image_size,
         )
+        record_resolved(cfg, self.data, self.model)
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model.to(device, memory_format=self.memory_format)
         self.ema = None
         if t.ema_decay:
             self.ema = EMA(self.model, t.ema_decay, every=t.ema_every)
-        self.optimizer = build_optimizer(self.model, self._scaled_optim(cfg.optim, t))
+        self.optim_cfg = self._scaled_optim(cfg.optim, t)
+        self.optimizer = build_optimizer(self.model, self.optim_cfg)
         # this run's hyper-parameters, before any schedule writes into the groups
         self.hyper = [
             {k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups
@@ -209,7 +213,7 @@ class Trainer:
             self.cfg.sched,
             steps_per_epoch=self.layout["steps_per_epoch"],
             epochs=self.cfg.trainer.epochs,
-            lr=self.cfg.optim.lr,
+            lr=self.optim_cfg.lr,
             total_steps=int(self.layout["total_steps"]),
             origin=float(self.layout["origin"]),
             start_step=self.step,
@@ -596,7 +600,7 @@ class Trainer:
                 stats = {
                     "train/loss": sums[0].item() / n,
                     "train/acc": 100 * sums[1].item() / n,
-                    "lr": self.optimizer.param_groups[0]["lr"],
+                    **learning_rates(self.optimizer),
                     "perf/images_per_s": window_images * self.dist.world_size / max(elapsed, 1e-9),
                 }
                 if grad_norm is not None:
@@ -788,6 +792,17 @@ class Trainer:
             # image files skipped as unreadable (this process's shard)
             "bad_images": unreadable_images(self.data.train, self.data.val),
         }
+
+
+def record_resolved(cfg: DictConfig, data, model: nn.Module) -> None:
+    """With pretrained weights, write the stem and statistics they chose into the config that
+    checkpoints store, so evaluation and export rebuild the same network without the weights."""
+    if not cfg.model.get("pretrained"):
+        return
+    if cfg.model.get("stem") in (None, "auto") and hasattr(model, "stem_type"):
+        cfg.model.stem = model.stem_type
+    if not cfg.data.get("mean"):
+        cfg.data.mean, cfg.data.std = list(data.mean), list(data.std)
 
 
 def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
