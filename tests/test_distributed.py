@@ -114,7 +114,7 @@ def test_two_gloo_processes_equal_one_process_accumulating(tmp_path) -> None:
         )
     )
     assert code == 0, out[-4000:]
-    scored = json.loads((ddp_dir / "eval" / "metrics.json").read_text())
+    scored = json.loads((ddp_dir / "eval" / "last" / "metrics.json").read_text())
     assert scored["samples"] == 361
     assert scored["top1"] == pytest.approx(metrics["val_top1"], abs=1e-9)
     assert scored["nll"] == pytest.approx(metrics["val_loss"], rel=1e-5)
