@@ -122,7 +122,13 @@ class TrainerConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     ema_decay: float | None = None
+    best_by: str | None = (
+        None  # raw | ema: whose val top-1 picks best.pt (null: ema when EMA is on)
+    )
     progress: bool = True
+    progress_every: int = (
+        100  # without a progress bar (batch jobs): a log line every N steps, 0 off
+    )
     save_every: int = 1
     sync_batchnorm: bool = False
     dist_backend: str = "auto"  # auto | nccl | gloo
@@ -202,6 +208,20 @@ def validate(cfg: DictConfig) -> None:
     if t.max_steps is not None and t.max_steps <= 0:
         raise ConfigError(
             f"trainer.max_steps={t.max_steps!r} is not valid; accepted: a positive integer or null"
+        )
+    if t.best_by not in (None, "raw", "ema"):
+        raise ConfigError(
+            f"trainer.best_by={t.best_by!r} is not valid; accepted: null (ema when EMA is on), raw, ema"
+        )
+    if t.best_by == "ema" and not t.ema_decay:
+        raise ConfigError(
+            "trainer.best_by='ema' needs an EMA of the weights; set trainer.ema_decay "
+            "(e.g. 0.999) or use trainer.best_by=raw"
+        )
+    if t.progress_every < 0:
+        raise ConfigError(
+            f"trainer.progress_every={t.progress_every!r} is not valid; accepted: 0 (off) or a "
+            "positive number of steps"
         )
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
         raise ConfigError(

@@ -100,7 +100,7 @@ def test_two_gloo_processes_equal_one_process_accumulating(tmp_path) -> None:
     assert metrics["steps"] == 22
     # rank 0 alone writes: one log, each line once; every event file from one process
     log = (ddp_dir / "train.log").read_text()
-    assert log.count("epoch 1 step 22: val loss") == 1
+    assert log.count("epoch 1/1 step 22: train loss") == 1
     pids = {p.name.split(".")[-2] for p in (ddp_dir / "tb").rglob("events.out.tfevents.*")}
     assert len(pids) == 1
     assert sorted(p.name for p in (ddp_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
