@@ -53,7 +53,7 @@ class AugmentConfig:
 @dataclass
 class DataConfig:
     name: str = MISSING
-    root: str = "data"
+    root: str | None = "data"  # null in conf/data/imagefolder.yaml: the user must name it
     download: bool = False
     loader: str = "auto"  # auto | tensor | torchvision
     image_size: int = 32

@@ -100,6 +100,11 @@ def build_data(
             f"data.gpu_decode=true decodes image folders; data.name={name!r} is already decoded "
             f"in memory (accepted with gpu_decode: {', '.join(FOLDERS)})"
         )
+    if name in FOLDERS and not cfg.get("root"):
+        raise DataError(
+            f"data={name} needs data.root=PATH: a folder holding train/<class>/<images> "
+            "(and val/<class>/..., or a data.val_fraction split of train/)"
+        )
     split = split or cfg.get("split", "val")
     if split not in ("val", "test", "train"):
         raise DataError(f"data.split={split!r} is not valid; accepted: val, test, train")

@@ -45,6 +45,7 @@ from .hparams import result_hparams
 from .logging import TensorBoard, log_file, progress, silence_file_logs
 from .metrics import topk_correct_tensor
 from .signals import StopRequest
+from .state_fit import mismatch
 
 log = logging.getLogger(__name__)
 
@@ -200,10 +201,13 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
         try:
             self.model.load_state_dict(state["model"])
-        except RuntimeError as err:
+        except RuntimeError:
+            why = mismatch(self.model, state["model"], state.get("config"), self.cfg.model)
             raise CheckpointError(
-                path, f"does not fit model {self.cfg.model.name!r}: {str(err).splitlines()[0]}"
-            ) from err
+                path,
+                f"does not fit model {self.cfg.model.name!r}: {why}. Resume with the "
+                "checkpoint's settings, or start afresh in another directory (hydra.run.dir=...)",
+            ) from None
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
