@@ -22,7 +22,7 @@ from torch import nn
 from ..config import ConfigError
 from ..data import build_data
 from ..models import build_model_from_config
-from ..models.summary import count_flops
+from ..models.summary import count_flops, count_macs
 from ..runtime import check_runtime
 from . import distributed as D
 from .checkpoint import CheckpointError, load_checkpoint, load_weights_file
@@ -242,6 +242,7 @@ def evaluate_run(
         **report,
         "images_per_s": images_per_s * info.world_size,
         "num_params": sum(p.numel() for p in model.parameters()),
+        "gmacs": count_macs(model, eval_size, data.in_chans) / 1e9,
         "gflops": count_flops(model, eval_size, data.in_chans) / 1e9,
         "step": int(state["step"]) if state else None,
         "warnings": warnings,
@@ -303,7 +304,7 @@ def format_table(metrics: dict) -> str:
         ("macro F1", f"{metrics['macro_f1']:.4f}"),
         ("images/s", f"{metrics['images_per_s']:.0f}"),
         ("parameters", f"{metrics['num_params']:,}"),
-        ("GFLOPs", f"{metrics['gflops']:.3f}"),
+        ("GMACs / GFLOPs", f"{metrics['gmacs']:.3f} / {metrics['gflops']:.3f} (1 MAC = 2 FLOPs)"),
         ("report", metrics.get("report_dir", "")),
     ]
     width = max(len(k) for k, _ in rows) + 2

@@ -28,7 +28,7 @@ from torchvision.transforms import v2
 from ..config import validate
 from ..data import build_data
 from ..models import build_model_from_config
-from ..models.summary import count_flops
+from ..models.summary import count_flops, count_macs
 from ..optim import build_optimizer, build_scheduler
 from ..runtime import check_runtime
 from . import distributed as D
@@ -575,6 +575,8 @@ class Trainer:
             "wall_time_s": round(wall, 3),
             "images_per_s": self.images_seen * self.dist.world_size / max(self.train_time, 1e-9),
             "num_params": self.num_params,
+            # both conventions: torchvision's docs' "GFLOPS" are gmacs; gflops = 2 x gmacs
+            "gmacs": count_macs(self.model, self.data.image_size, self.data.in_chans) / 1e9,
             "gflops": count_flops(self.model, self.data.image_size, self.data.in_chans) / 1e9,
             "model": cfg.model.name,
             "data": cfg.data.name,
