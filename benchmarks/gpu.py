@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> dict:
             "trainer": lambda: ours(cfg),
             "bare_loop": lambda: bare(cfg),
             "torchvision_reference": lambda: bare(
-                reference, model=torchvision.models.resnet50(), fp16_scaler=True
+                reference,
+                model=torchvision.models.resnet50(),
+                fp16_scaler=True,
+                channels_last=False,
             ),
         },
         args.repeats,

@@ -34,10 +34,18 @@ def summary_rows(results: dict[str, dict]) -> list[str]:
         r = results["trainer_overhead"]
         rates = r["images_per_s"]
         rows.append(
-            f"| Trainer.fit vs bare loop (images/s, {r['model']}, {r['precision']}) | "
-            f"{rates['trainer']:,.0f} | {rates['bare_loop']:,.0f} | {r['ratio']:.3f}x | "
-            f"{r['target']} | {r['passed']} |"
+            f"| Trainer.fit, defaults, vs bare loops (images/s, {r['model']}) | "
+            f"{rates['trainer']:,.0f} | {rates['bare_channels_last']:,.0f} channels_last / "
+            f"{rates['bare_nchw']:,.0f} NCHW | {r['ratio']:.3f}x ({r['ratio_vs_bare_nchw']:.2f}x "
+            f"NCHW) | {r['target']} | {r['passed']} |"
         )
+        if "default_run" in r:
+            run = r["default_run"]
+            rows.append(
+                f"| default `make train` run ({run['epochs']} epochs, digits), training s | "
+                f"{run['train_time_s']:.1f} ({run['best_val_top1']:.2f}% top-1) | - | - | "
+                f"{run['target']} | {run['passed']} |"
+            )
     if "models" in results:
         r = results["models"]
         for name, case in r["cases"].items():

@@ -108,9 +108,10 @@ class TrainerConfig:
     batch_size: int = 128
     eval_batch_size: int | None = None
     workers: int = 2
-    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
-    channels_last: bool = False
-    compile: bool = False
+    # auto / null: chosen for the device the run lands on (resnets.runtime.DEVICE_DEFAULTS)
+    precision: str = "auto"  # auto | 32 | bf16-mixed | 16-mixed
+    channels_last: bool | None = None
+    compile: bool | None = None
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
     accumulate_grad_batches: int = 1
     grad_clip: float | None = None
@@ -121,14 +122,13 @@ class TrainerConfig:
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
-    ema_decay: float | None = None
-    best_by: str | None = (
-        None  # raw | ema: whose val top-1 picks best.pt (null: ema when EMA is on)
-    )
+    ema_decay: float | None = None  # per optimizer step
+    ema_every: int = 1  # update the EMA every k steps (with decay**k)
+    # raw | ema: whose val top-1 picks best.pt (null: ema when EMA is on)
+    best_by: str | None = None
     progress: bool = True
-    progress_every: int = (
-        100  # without a progress bar (batch jobs): a log line every N steps, 0 off
-    )
+    # without a progress bar (batch jobs): a log line every N steps, 0 off
+    progress_every: int = 100
     save_every: int = 1
     sync_batchnorm: bool = False
     dist_backend: str = "auto"  # auto | nccl | gloo
@@ -152,7 +152,7 @@ def register_configs() -> None:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "trainer.precision": ("32", "bf16-mixed", "16-mixed"),
+    "trainer.precision": ("auto", "32", "bf16-mixed", "16-mixed"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.dist_backend": ("auto", "nccl", "gloo"),
     "trainer.compile_mode": ("default", "reduce-overhead", "max-autotune"),
@@ -169,6 +169,7 @@ POSITIVE: tuple[str, ...] = (
     "trainer.eval_every",
     "trainer.log_every",
     "trainer.save_every",
+    "trainer.ema_every",
     "optim.lr",
     "data.image_size",
 )

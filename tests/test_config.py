@@ -102,7 +102,7 @@ def test_paper_resnet56_schedule() -> None:
 @pytest.mark.parametrize(
     ("override", "pattern"),
     [
-        ("trainer.precision=fp8", r"trainer\.precision='fp8'.*accepted: 32, bf16-mixed, 16-mixed"),
+        ("trainer.precision=fp8", r"trainer\.precision='fp8'.*accepted: auto, 32, bf16-mixed, 16-mixed"),
         ("optim.name=adam", r"optim\.name='adam'.*accepted: sgd, adamw"),
         ("sched.name=poly", r"sched\.name='poly'.*cosine, step, multistep, onecycle, constant"),
         ("trainer.batch_size=0", r"trainer\.batch_size=0.*positive"),
@@ -141,7 +141,7 @@ def test_cli_errors_are_clear_and_do_no_work(tmp_path) -> None:
     assert "data.download=true" in missing.stderr
     bad = run_train_cli(["trainer.precision=fp8", f"hydra.run.dir={tmp_path}"], timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "error: trainer.precision='fp8' is not valid; accepted: 32, bf16-mixed, 16-mixed"
+        "error: trainer.precision='fp8' is not valid; accepted: auto, 32, bf16-mixed, 16-mixed"
     )
     group = run_train_cli(["model=resnet51"], timeout=120)  # Hydra lists the presets
     assert "Could not find 'model/resnet51'" in group.stderr and "\tresnet50\n" in group.stderr

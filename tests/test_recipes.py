@@ -74,6 +74,7 @@ TORCHVISION_V2 = {
     "trainer.label_smoothing": 0.1,
     "trainer.mixup_alpha": 0.2,
     "trainer.cutmix_alpha": 1.0,
+    "trainer.ema_every": 32,
     "data.image_size": 176,
     "data.val_resize": 232,
     "data.val_crop": 224,
@@ -148,6 +149,7 @@ def test_v2_ema_is_torchvisions_ema_per_step() -> None:
     alpha = (1 - 0.99998) * 8 * 128 * 32 / 600  # torchvision train.py, 8 GPUs x 128 images
     per_update = 1 - alpha
     assert cfg.trainer.ema_decay**32 == pytest.approx(per_update, rel=1e-6)
+    assert cfg.trainer.ema_every == 32
 
 
 def test_preact164_learning_rates_are_the_papers_by_iteration() -> None:

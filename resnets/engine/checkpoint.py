@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import random
@@ -13,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "epoch", "step", "config", "format_version")
@@ -164,4 +167,25 @@ def restore_rng(rng: dict[str, torch.Tensor]) -> None:
     )
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(rng["cuda"]))
+        restore_cuda_rng(rng["cuda"])
+
+
+def restore_cuda_rng(states: torch.Tensor) -> int:
+    """Restore one saved state per visible CUDA device; returns how many were restored.
+
+    A checkpoint of an 8-GPU job resumed on one GPU holds 8 states: `set_rng_state_all` would
+    raise IndexError. The first states are restored, the rest said out loud and dropped (those
+    devices are not here to draw from them)."""
+    visible = torch.cuda.device_count()
+    restored = min(len(states), visible)
+    for index in range(restored):
+        torch.cuda.set_rng_state(states[index], index)
+    if len(states) > visible:
+        log.warning(
+            "checkpoint holds CUDA RNG states for %d devices, %d visible: restored devices "
+            "0-%d; the others' states are not used",
+            len(states),
+            visible,
+            restored - 1,
+        )
+    return restored

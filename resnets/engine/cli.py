@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from ..config import ConfigError
 from ..data import DataError
 from ..models import ModelError
+from . import distributed as D
 from .checkpoint import CheckpointError
 from .evaluation import evaluate_run, format_table
 from .leaderboard import leaderboard_rows, write_leaderboard
@@ -43,6 +44,8 @@ def run_evaluate(cfg: DictConfig) -> float | None:
         # one line, no traceback: the message names the file or field and what is wrong
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        D.cleanup()  # under torchrun: destroy the process group
     print(format_table(metrics))
     return metrics["top1"]
 

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
 from ..config import validate
@@ -30,7 +29,7 @@ from ..data import build_data
 from ..models import build_model_from_config
 from ..models.summary import count_flops, count_macs
 from ..optim import build_optimizer, build_scheduler
-from ..runtime import check_runtime
+from ..runtime import apply_device_defaults, check_runtime
 from . import distributed as D
 from .checkpoint import (
     FORMAT_VERSION,
@@ -41,6 +40,7 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from .ema import EMA
 from .hparams import result_hparams
 from .logging import TensorBoard, log_file, progress, silence_file_logs
 from .metrics import topk_correct_tensor
@@ -60,7 +60,10 @@ class TrainingInterrupted(SystemExit):
 
 def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> float:
     """Train as `cfg` says; returns the best validation top-1 accuracy in percent."""
-    return Trainer(cfg, output_dir).fit()
+    try:
+        return Trainer(cfg, output_dir).fit()
+    finally:
+        D.cleanup()  # under torchrun: destroy the process group, even after a failure
 
 
 def seed_everything(seed: int) -> None:
@@ -101,7 +104,7 @@ def evaluate_model(
 class Trainer:
     def __init__(self, cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> None:
         validate(cfg)
-        check_runtime(cfg.trainer, cfg.data)
+        apply_device_defaults(cfg.trainer, check_runtime(cfg.trainer, cfg.data, model=cfg.model))
         self.cfg = cfg
         self.dist = D.init_distributed(cfg.trainer)
         if output_dir is None:
@@ -149,9 +152,7 @@ class Trainer:
         self.model.to(device, memory_format=self.memory_format)
         self.ema = None
         if t.ema_decay:
-            self.ema = AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True
-            )
+            self.ema = EMA(self.model, t.ema_decay, every=t.ema_every)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.steps_per_epoch = max(1, len(self.data.train) // t.accumulate_grad_batches)
         self.scheduler = build_scheduler(
@@ -242,9 +243,22 @@ class Trainer:
         self.load_state_dict(state, path)
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
 
-    def _save(self, name: str) -> None:
+    def _save(self, name: str, agree: bool = True) -> None:
+        """Rank 0 writes. With `agree` (every rank calls this at the same point), rank 0 tells
+        the others whether the write failed, so all ranks stop with its message instead of
+        waiting for it in the next collective."""
+        path, failure = self.ckpt_dir / name, None
         if self.dist.is_main:
-            save_checkpoint(self.ckpt_dir / name, self.state_dict())
+            try:
+                save_checkpoint(path, self.state_dict())
+            except CheckpointError as err:
+                failure = err
+        if agree and self.dist.distributed:
+            reason = D.broadcast_object(None if failure is None else str(failure))
+            if reason is not None and failure is None:
+                failure = CheckpointError(path, reason.removeprefix(f"{path}: "))
+        if failure is not None:
+            raise failure
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> float:
@@ -421,7 +435,7 @@ class Trainer:
                     seen * self.dist.world_size / max(time.perf_counter() - epoch_start, 1e-9),
                 )
             if stop.save_signum is not None:  # under submitit, SIGTERM announces a preemption
-                self._save("last.pt")
+                self._save("last.pt", agree=False)  # the signal may reach ranks at other steps
                 log.warning(
                     "signal %d: last.pt written at step %d; training goes on until the "
                     "preemption signal",
@@ -470,12 +484,17 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        if self.ema is not None:
+        if self.ema is not None and (self.step + 1) % self.ema.every == 0:
             self.ema.update_parameters(self.model)
         return grad_norm
 
     def _check_finite(self, loss_sum: torch.Tensor, where: str) -> None:
-        if self.scaler is None and not torch.isfinite(loss_sum).item():
+        """Every rank calls this at the same step; the sum over ranks is non-finite when any
+        rank's is, so all ranks stop together with the same message."""
+        if self.scaler is not None:  # a non-finite loss is a skipped step
+            return
+        loss_sum = D.all_reduce_sum(loss_sum.detach().clone())
+        if not torch.isfinite(loss_sum).item():
             raise NonFiniteLossError(
                 f"training loss became {loss_sum.item()} {where} (model {self.cfg.model.name}, "
                 f"lr {self.optimizer.param_groups[0]['lr']:.3g}); stopping without saving. "
@@ -504,9 +523,7 @@ class Trainer:
         )  # stopping here: always evaluate and save
         val: dict[str, Any] = {}
         if last or self.epoch % t.eval_every == 0:
-            D.broadcast_buffers(self.model)
-            if self.ema is not None:
-                D.broadcast_buffers(self.ema)
+            self._share_buffers()
             val = self._evaluate()
             ema = val["ema"]
             scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
@@ -546,6 +563,14 @@ class Trainer:
         if last or self.epoch % t.save_every == 0:
             self._save("last.pt")
         return val
+
+    def _share_buffers(self) -> None:
+        """Rank 0's batch-norm statistics (and EMA's) to every rank before evaluation. The EMA
+        module's own buffers only: AveragedModel's counter `n_averaged` is a host tensor that
+        NCCL cannot send, and it is the same on every rank anyway."""
+        D.broadcast_buffers(self.model)
+        if self.ema is not None:
+            D.broadcast_buffers(self.ema.module)
 
     def _final_metrics(self, train_stats, val, wall) -> dict[str, Any]:
         cfg = self.cfg

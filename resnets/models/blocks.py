@@ -22,12 +22,16 @@ class BlockOptions:
     width_per_group: int = 64
     attention: str = "none"
     stride_in_1x1: bool = False
-    dropout: float = 0.0  # between the convs of a block (Wide ResNet)
+    dropout: float = 0.0  # between the two convs of a basic block (Wide ResNet)
     radix: int = 0  # > 0: ResNeSt split attention
 
 
 def _attention(name: str, channels: int) -> nn.Module | None:
     return SqueezeExcite(channels) if name == "se" else None
+
+
+def _dropout(p: float) -> nn.Module | None:
+    return nn.Dropout(p) if p > 0 else None
 
 
 class BasicBlock(nn.Module):
@@ -46,6 +50,7 @@ class BasicBlock(nn.Module):
         self.conv1 = conv3x3(in_chs, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
+        self.dropout = _dropout(opts.dropout)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.se = _attention(opts.attention, planes)
@@ -55,6 +60,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
+        if self.dropout is not None:
+            out = self.dropout(out)
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(out)
@@ -169,7 +176,7 @@ class PreActBasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(in_chs)
         self.conv1 = conv3x3(in_chs, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.dropout = nn.Dropout(opts.dropout) if opts.dropout > 0 else nn.Identity()
+        self.dropout = _dropout(opts.dropout)
         self.conv2 = conv3x3(planes, planes)
         self.relu = nn.ReLU(inplace=True)
         self.se = _attention(opts.attention, planes)
@@ -180,8 +187,10 @@ class PreActBasicBlock(nn.Module):
         pre = self.relu(self.bn1(x))
         # a projection shortcut sees the pre-activated input, as in the authors' code
         shortcut = x if self.downsample is None else self.downsample(pre)
-        out = self.conv1(pre)
-        out = self.conv2(self.dropout(self.relu(self.bn2(out))))
+        out = self.relu(self.bn2(self.conv1(pre)))
+        if self.dropout is not None:
+            out = self.dropout(out)
+        out = self.conv2(out)
         if self.se is not None:
             out = self.se(out)
         out = self.drop_path(out)

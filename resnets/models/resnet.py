@@ -113,11 +113,16 @@ class ResNet(nn.Module):
                 raise ModelError(field, value, "a positive integer")
         if widen_factor <= 0:
             raise ModelError("widen_factor", widen_factor, "a positive number")
-        for field, value in (("drop_path", drop_path), ("dropout", dropout)):
+        for field, value in (
+            ("drop_path", drop_path),
+            ("dropout", dropout),
+            ("block_dropout", block_dropout),
+        ):
             if not 0.0 <= value < 1.0:
                 raise ModelError(field, value, "a probability in [0, 1)")
         if radix and (block != "bottleneck" or preact):
             raise ModelError("radix", radix, "0 unless block is a post-activation bottleneck")
+        _check_block_fields(block, radix, attention, stride_in_1x1, block_dropout)
         if shortcut == "A" and avg_down:
             raise ModelError("avg_down", avg_down, "false with shortcut A (it has no projection)")
 
@@ -263,6 +268,20 @@ class ResNet(nn.Module):
             return self.forward_intermediates(x)
         x = self.forward_features(x)
         return self.forward_head(x) if self.include_top else x
+
+
+def _check_block_fields(
+    block: str, radix: int, attention: str, stride_in_1x1: bool, block_dropout: float
+) -> None:
+    """Refuse the fields the chosen block type has no place for, instead of dropping them."""
+    if block == "basic" and stride_in_1x1:
+        raise ModelError("stride_in_1x1", stride_in_1x1, "false for basic blocks (no 1x1 conv)")
+    if block != "basic" and block_dropout > 0:
+        raise ModelError(
+            "block_dropout", block_dropout, "0 for bottleneck blocks (it is Wide ResNet's dropout)"
+        )
+    if radix and attention != "none":
+        raise ModelError("attention", attention, "none with radix > 0 (ResNeSt has no SE)")
 
 
 def _check_choice(field: str, value: object, accepted: Sequence[str]) -> None:

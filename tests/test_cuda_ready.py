@@ -1,0 +1,301 @@
+"""CUDA-only paths checked on the CPU: what the collectives send, rank agreement on failure,
+RNG restore on fewer devices, refused combinations, the loader's device generators."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from resnets.engine import distributed as D
+from resnets.engine.checkpoint import load_checkpoint
+from resnets.engine.ema import EMA
+from resnets.engine.trainer import Trainer, train
+
+from .helpers import TINY, compose_train
+
+
+def _pretend_distributed(sent: list[torch.Tensor]):
+    """Collectives that record what they would send, on a one-process 'group'."""
+    dist = D.dist
+    return mock.patch.multiple(
+        dist,
+        is_available=lambda: True,
+        is_initialized=lambda: True,
+        broadcast=lambda tensor, src=0, **_: sent.append(tensor),
+        all_reduce=lambda tensor, op=None, **_: None,
+        broadcast_object_list=lambda objs, src=0, **_: None,
+    )
+
+
+def test_ema_broadcast_sends_only_the_modules_buffers(tmp_path) -> None:
+    """NCCL can send device tensors only: AveragedModel's host counter n_averaged must stay out."""
+    trainer = Trainer(compose_train([*TINY, "trainer.ema_decay=0.9", "trainer.epochs=1"]), tmp_path)
+    trainer._setup()
+    trainer.tb = mock.MagicMock()
+    sent: list[torch.Tensor] = []
+    with _pretend_distributed(sent):
+        trainer._validate_and_save(epoch_time=1.0, seen=1, finished_epoch=True)
+    expected = [*trainer.model.buffers(), *trainer.ema.module.buffers()]
+    assert {id(t) for t in sent} == {id(t) for t in expected}
+    assert len(sent) == len(expected)
+    assert all(id(t) != id(trainer.ema.n_averaged) for t in sent)
+
+
+def _weights_sequence(model: nn.Module, n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        {k: torch.randn(v.shape, generator=gen) for k, v in model.state_dict().items()}
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_ema_every_k_steps_matches_the_formula(every) -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    ema = EMA(model, decay=0.9, every=every)
+    reference = AveragedModel(
+        model, multi_avg_fn=get_ema_multi_avg_fn(0.9**every), use_buffers=True
+    )
+    expected = None
+    for step, weights in enumerate(_weights_sequence(model, 10), start=1):
+        weights["1.num_batches_tracked"] = torch.tensor(step)
+        model.load_state_dict(weights)
+        if step % every:
+            continue
+        ema.update_parameters(model)
+        reference.update_parameters(model)
+        w = {k: v.double() for k, v in weights.items() if k != "1.num_batches_tracked"}
+        d = 0.9**every
+        expected = w if expected is None else {k: d * expected[k] + (1 - d) * w[k] for k in w}
+    assert int(ema.n_averaged) == 10 // every and ema.n_averaged.device.type == "cpu"
+    got = ema.module.state_dict()
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key].double(), value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got[key], reference.module.state_dict()[key])
+    assert int(got["1.num_batches_tracked"]) == 10 // every * every  # copied, not averaged
+    # the checkpoint layout is AveragedModel's: evaluate.py and old checkpoints read it unchanged
+    assert set(ema.state_dict()) == set(reference.state_dict())
+
+
+def test_ema_every_counts_updates_in_training_and_is_refused_at_zero(tmp_path) -> None:
+    overrides = [*TINY, "trainer.ema_decay=0.9", "trainer.ema_every=3", "trainer.max_steps=7"]
+    train(compose_train(overrides), tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 7 and int(state["ema"]["n_averaged"]) == 2  # steps 3 and 6
+    from resnets.config import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"trainer\.ema_every=0 is not valid; accepted: a positive"
+    ):
+        Trainer(compose_train([*TINY, "trainer.ema_every=0"]), tmp_path / "x")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_gloo_ranks_with_ema_validate_save_and_resume(tmp_path) -> None:
+    from .test_distributed import finish, torchrun
+
+    run_dir = tmp_path / "run"
+    args = [
+        "trainer=ddp",
+        *TINY,
+        "trainer.ema_decay=0.9",
+        "trainer.epochs=2",
+        f"hydra.run.dir={run_dir}",
+    ]
+    code, out = finish(torchrun("train.py", [*args, "trainer.max_steps=11"], cwd=tmp_path), 300)
+    assert code == 0, out[-4000:]
+    first = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert first["epoch"] == 1 and int(first["ema"]["n_averaged"]) == first["step"] == 11
+    code, out = finish(torchrun("train.py", args, cwd=tmp_path), 300)
+    assert code == 0, out[-4000:]
+    second = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert second["step"] == 22 and int(second["ema"]["n_averaged"]) == 22
+    log = (run_dir / "train.log").read_text()
+    assert "at epoch 1, step 11" in log.split("resumed from")[1] and "epoch 2 step 22: val" in log
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, port: int, out: str, failure: str, results) -> None:
+    """One gloo rank of a two-rank run; `failure` breaks one rank only."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    from resnets.engine import trainer as trainer_module
+    from resnets.engine.checkpoint import CheckpointError
+
+    overrides = [*TINY, "trainer=ddp", "trainer.epochs=2", "trainer.log_every=5"]
+    if failure == "nan" and rank == 1:  # the 5th loss (a check step) is NaN on rank 1 only
+        calls = {"n": 0}
+        forward = torch.nn.CrossEntropyLoss.forward
+
+        def nan_at_5(self, logits, target):
+            calls["n"] += 1
+            loss = forward(self, logits, target)
+            return loss * float("nan") if calls["n"] == 5 else loss
+
+        torch.nn.CrossEntropyLoss.forward = nan_at_5
+    if failure == "save" and rank == 0:
+
+        def disk_full(path, state):
+            raise CheckpointError(path, "could not be written ([Errno 28] No space left on device)")
+
+        trainer_module.save_checkpoint = disk_full
+    try:
+        trainer_module.train(compose_train(overrides), out)
+        outcome = (rank, None, "")
+    except Exception as err:
+        outcome = (rank, type(err).__name__, str(err))
+    results.put((*outcome, dist.is_initialized()))
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("failure", ["nan", "save"])
+def test_one_failing_rank_stops_both_with_the_same_message(tmp_path, failure) -> None:
+    """A NaN loss on rank 1 or a failed checkpoint write on rank 0: both ranks stop with the
+    same one-line error and destroy the process group; nobody waits for a collective."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = _free_port()
+    procs = [
+        ctx.Process(target=_rank_main, args=(r, port, str(tmp_path), failure, results))
+        for r in (0, 1)
+    ]
+    for p in procs:
+        p.start()
+    outcomes = {}
+    try:
+        for _ in procs:
+            rank, kind, message, initialized = results.get(timeout=240)
+            outcomes[rank] = (kind, message, initialized)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    expected = "NonFiniteLossError" if failure == "nan" else "CheckpointError"
+    assert outcomes[0][0] == outcomes[1][0] == expected, outcomes
+    assert outcomes[0][1] == outcomes[1][1], outcomes
+    if failure == "nan":
+        assert outcomes[0][1].startswith("training loss became nan by step 5 ")
+    else:
+        assert "No space left on device" in outcomes[0][1]
+        assert outcomes[0][1].startswith(str(tmp_path / "checkpoints" / "best.pt"))
+    assert not outcomes[0][2] and not outcomes[1][2]  # process group destroyed
+
+
+def test_resume_on_fewer_gpus_restores_the_cuda_rng_states_that_fit(caplog) -> None:
+    """An 8-GPU checkpoint resumed where one GPU is visible: device 0's state comes back and the
+    rest are reported, where set_rng_state_all raised IndexError."""
+    from resnets.engine.checkpoint import capture_rng, restore_rng
+
+    rng = capture_rng()
+    rng["cuda"] = torch.stack([torch.full((16,), i, dtype=torch.uint8) for i in range(8)])
+    restored: list[tuple[int, torch.Tensor]] = []
+
+    def set_rng_state(state, device="cuda"):  # as torch's: one generator per visible device
+        index = device if isinstance(device, int) else (torch.device(device).index or 0)
+        if index >= 1:
+            raise IndexError("list index out of range")
+        restored.append((index, state.clone()))
+
+    with (
+        mock.patch("torch.cuda.is_available", return_value=True),
+        mock.patch("torch.cuda.device_count", return_value=1),
+        mock.patch("torch.cuda.set_rng_state", set_rng_state),
+        mock.patch("torch.cuda.random.set_rng_state", set_rng_state),
+        caplog.at_level("WARNING"),
+    ):
+        restore_rng(rng)
+    assert [i for i, _ in restored] == [0] and torch.equal(restored[0][1], rng["cuda"][0])
+    assert "CUDA RNG states for 8 devices, 1 visible: restored devices 0-0" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cuda_graphs_with_gradient_accumulation_are_refused_on_cuda(mode) -> None:
+    from resnets.config import ConfigError
+    from resnets.runtime import check_runtime
+
+    cfg = compose_train(
+        [
+            *TINY,
+            "trainer.compile=true",
+            f"trainer.compile_mode={mode}",
+            "trainer.accumulate_grad_batches=4",
+        ]
+    )
+    with pytest.raises(
+        ConfigError,
+        match=rf"^trainer\.compile_mode='{mode}' replays CUDA graphs, which overwrite the gradients "
+        r"that trainer\.accumulate_grad_batches=4 accumulates; accepted together: compile_mode=default",
+    ):
+        check_runtime(cfg.trainer, cfg.data, model=cfg.model, cuda_available=True)
+    # compile left to the device (null) is on for CUDA: refused too
+    cfg.trainer.compile = None
+    with pytest.raises(ConfigError, match="replays CUDA graphs"):
+        check_runtime(cfg.trainer, cfg.data, model=cfg.model, cuda_available=True)
+    # without accumulation, without compile, or with the default mode: allowed
+    for field, value in (
+        ("accumulate_grad_batches", 1),
+        ("compile", False),
+        ("compile_mode", "default"),
+    ):
+        ok = cfg.copy()
+        ok.trainer[field] = value
+        assert check_runtime(ok.trainer, ok.data, model=ok.model, cuda_available=True) == "cuda"
+
+
+def test_deterministic_attention_network_on_cuda_is_refused_with_the_choice() -> None:
+    from resnets.config import ConfigError
+    from resnets.runtime import check_runtime
+
+    cfg = compose_train(["model=attention56_cifar", "trainer.deterministic=true"])
+    with pytest.raises(
+        ConfigError,
+        match=r"^trainer\.deterministic=true cannot train model=attention56_cifar on CUDA: its "
+        r"bilinear upsampling has no deterministic CUDA backward; accepted: "
+        r"trainer\.deterministic=false .* or trainer\.device=cpu$",
+    ):
+        check_runtime(cfg.trainer, cfg.data, model=cfg.model, cuda_available=True)
+    # the CPU's bilinear backward is deterministic; ResNets on CUDA have no upsampling
+    assert check_runtime(cfg.trainer, cfg.data, model=cfg.model, cuda_available=False) == "cpu"
+    plain = compose_train(["model=resnet56", "trainer.deterministic=true"])
+    assert (
+        check_runtime(plain.trainer, plain.data, model=plain.model, cuda_available=True) == "cuda"
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bilinear_backward_on_cuda_is_not_deterministic_so_the_refusal_stands() -> None:
+    """If a torch release adds a deterministic kernel, this fails: then lift the refusal."""
+    x = torch.randn(2, 3, 8, 8, device="cuda", requires_grad=True)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match="does not have a deterministic implementation"):
+            torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear").sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(False)
