@@ -148,7 +148,10 @@ class TrainConfig:
 
 
 def register_configs() -> None:
+    from .run_record import register_record_resolver
+
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    register_record_resolver()
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
