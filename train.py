@@ -16,17 +16,14 @@ if int(os.environ.get("RANK", "0")) > 0:
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    from resnets.engine.cli import USER_ERRORS
-    from resnets.engine.trainer import NonFiniteLossError, train
+def main(cfg: DictConfig) -> float | None:
+    from resnets.engine.cli import run_train
 
-    try:
-        return train(cfg)
-    except (*USER_ERRORS, NonFiniteLossError) as err:
-        # bad input or a diverged run: one line naming the field or file, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    return run_train(cfg)
 
 
 if __name__ == "__main__":
     main()
+    from resnets.engine.sweep import exit_status
+
+    sys.exit(exit_status())  # after -m: the number of jobs that failed

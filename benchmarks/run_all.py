@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import gpu, loader, models, trainer_overhead
+from . import export, gpu, loader, models, trainer_overhead
 from .common import machine, results_dir
 
 QUICK = {
@@ -16,6 +16,7 @@ QUICK = {
     "trainer_overhead": ["--epochs", "1", "--fake-size", "512", "--repeats", "1"],
     "models": ["--repeats", "1", "--only", "resnet56"],
     "gpu": ["--repeats", "1"],
+    "export": ["--repeats", "1", "--only", "resnet20_32"],
 }
 
 
@@ -69,6 +70,17 @@ def summary_rows(results: dict[str, dict]) -> list[str]:
             rows.append(
                 f"| CIFAR ResNet-18 epoch (s) | {r['cifar_resnet18_epoch_s']:.1f} | - | - | - | - |"
             )
+    if "export" in results:
+        r = results["export"]
+        for name, case in r["cases"].items():
+            ms, speed = case["ms_per_image"], case["speedup_vs_eager"]
+            for batch in ("batch1", "batch32"):
+                rows.append(
+                    f"| {name} inference {batch} (ms/image, CPU, eager vs ONNX Runtime / "
+                    f"TorchScript) | {ms['eager'][batch]:.3f} | "
+                    f"{ms['onnxruntime'][batch]:.3f} / {ms['torchscript'][batch]:.3f} | "
+                    f"{speed['onnxruntime'][batch]:.2f}x / {speed['torchscript'][batch]:.2f}x | - | - |"
+                )
     return rows
 
 
@@ -87,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             ("trainer_overhead", trainer_overhead),
             ("models", models),
             ("gpu", gpu),
+            ("export", export),
         )
     )
     for name, module in benchmarks:
@@ -96,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {
         path.stem: json.loads(path.read_text())
         for path in sorted(out.glob("*.json"))
-        if path.stem in ("loader", "trainer_overhead", "models", "gpu")
+        if path.stem in ("loader", "trainer_overhead", "models", "gpu", "export")
     }
     m = machine()
     lines = [

@@ -70,6 +70,8 @@ class DataConfig:
     prefetch_factor: int = 4
     gpu_decode: bool = False
     fake_size: int = 1024
+    # fraction of a split's images that may be unreadable (skipped, listed in metrics.json)
+    max_bad_images: float = 0.001
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -135,6 +137,16 @@ class TrainerConfig:
 
 
 @dataclass
+class ExpectedConfig:
+    """A published (or measured) result this configuration should reach; the sweep leaderboard
+    compares the runs' mean final top-1 with it."""
+
+    top1: float | None = None  # percent; null: nothing to compare with
+    tolerance: float = 0.5  # percentage points either way
+    source: str | None = None  # "He et al. 2015, Table 6"
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -145,6 +157,7 @@ class TrainConfig:
     run_name: str = "run"
     ckpt_path: str | None = None
     resume: bool = True
+    expected: ExpectedConfig = field(default_factory=ExpectedConfig)
 
 
 def register_configs() -> None:
@@ -174,13 +187,25 @@ POSITIVE: tuple[str, ...] = (
     "trainer.save_every",
     "trainer.ema_every",
     "optim.lr",
+    "optim.eps",
     "data.image_size",
+    "data.fake_size",
+    "data.prefetch_factor",
 )
 PROBABILITIES: tuple[str, ...] = (
     "trainer.label_smoothing",
     "data.augment.random_erasing",
-    "data.val_fraction",
+    "optim.momentum",
 )
+NON_NEGATIVE: tuple[str, ...] = (
+    "trainer.workers",
+    "data.augment.crop_padding",
+    "data.augment.cutout",
+    "optim.weight_decay",
+    "sched.warmup_epochs",
+    "sched.min_lr",
+)
+POSITIVE_OR_NULL: tuple[str, ...] = ("trainer.eval_batch_size", "data.num_classes")
 
 
 class ConfigError(ValueError):
@@ -208,6 +233,28 @@ def validate(cfg: DictConfig) -> None:
         value = _get(cfg, dotted)
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{dotted}={value!r} is not valid; accepted: a number in [0, 1)")
+    for dotted in NON_NEGATIVE:
+        value = _get(cfg, dotted)
+        if value < 0:
+            raise ConfigError(f"{dotted}={value!r} is not valid; accepted: 0 or a positive number")
+    for dotted in POSITIVE_OR_NULL:
+        value = _get(cfg, dotted)
+        if value is not None and value <= 0:
+            raise ConfigError(
+                f"{dotted}={value!r} is not valid; accepted: null or a positive integer"
+            )
+    _validate_ranges(cfg)
+    expected = cfg.get("expected")
+    if expected is not None and expected.top1 is not None:
+        if not 0.0 <= expected.top1 <= 100.0:
+            raise ConfigError(
+                f"expected.top1={expected.top1!r} is not valid; accepted: a percentage in [0, 100]"
+            )
+        if expected.tolerance < 0:
+            raise ConfigError(
+                f"expected.tolerance={expected.tolerance!r} is not valid; "
+                "accepted: a non-negative number of percentage points"
+            )
     t = cfg.trainer
     if t.max_steps is not None and t.max_steps <= 0:
         raise ConfigError(
@@ -242,6 +289,51 @@ def validate(cfg: DictConfig) -> None:
         )
 
 
+def _validate_ranges(cfg: DictConfig) -> None:
+    """Checks of one field against a range or another field (train.py only)."""
+    d, o, s, m = cfg.data, cfg.optim, cfg.sched, cfg.model
+    if not 0.0 < d.val_fraction < 1.0:
+        raise ConfigError(
+            f"data.val_fraction={d.val_fraction!r} is not valid; accepted: a number in (0, 1)"
+        )
+    if not 0.0 <= d.max_bad_images <= 1.0:
+        raise ConfigError(
+            f"data.max_bad_images={d.max_bad_images!r} is not valid; accepted: a fraction in [0, 1]"
+        )
+    betas = list(o.betas)
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ConfigError(
+            f"optim.betas={betas!r} is not valid; accepted: two numbers in [0, 1), e.g. [0.9, 0.999]"
+        )
+    if o.name == "sgd" and o.nesterov and o.momentum == 0:
+        raise ConfigError(
+            "optim.nesterov=true is not valid with optim.momentum=0; accepted: a momentum in "
+            "(0, 1), or optim.nesterov=false"
+        )
+    for name in ("mean", "std"):
+        values = d[name]
+        if values is not None and len(values) == 0:
+            raise ConfigError(
+                f"data.{name}=[] is not valid; accepted: null or one number a channel"
+            )
+    if s.name != "onecycle" and s.warmup_epochs > 0 and s.warmup_epochs >= cfg.trainer.epochs:
+        raise ConfigError(
+            f"sched.warmup_epochs={s.warmup_epochs!r} is not valid with trainer.epochs="
+            f"{cfg.trainer.epochs}; accepted: fewer warm-up epochs than training epochs"
+        )
+    # train.py trains a classifier: a backbone's feature maps have no loss to train on
+    if m.include_top is False:
+        raise ConfigError(
+            "model.include_top=false is not valid for train.py (a backbone returns feature maps, "
+            "not class scores); accepted: true or null"
+        )
+    if m.out_indices is not None:
+        raise ConfigError(
+            f"model.out_indices={list(m.out_indices)!r} is not valid for train.py (it returns "
+            "feature maps, not class scores); accepted: null"
+        )
+
+
 @dataclass
 class EvalConfig:
     """conf/evaluate.yaml: what to score and how; model/data/trainer fields given on the command
@@ -254,6 +346,8 @@ class EvalConfig:
     weights: str | None = None
     sweep: str | None = None
     rescore: bool = True
+    group_seeds: bool = True
+    plots: bool = True
     use_ema: bool = False
     tta: str = "none"  # none | flip
     precision: str = "32"
@@ -263,3 +357,47 @@ class EvalConfig:
 
 def register_eval_configs() -> None:
     ConfigStore.instance().store(name="evaluate_schema", node=EvalConfig)
+
+
+@dataclass
+class ExportConfig:
+    """conf/export.yaml: which checkpoint, which formats, and how strictly parity is checked."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ckpt: str | None = None
+    format: str = "onnx"  # onnx | torchscript | exported | all
+    use_ema: bool = False
+    dynamic_batch: bool = True
+    opset: int | None = None
+    output_dir: str | None = None
+    parity_data: str = "val"  # val | random
+    parity_samples: int = 512
+    tolerance: float = 1e-4
+    latency_repeats: int = 10
+    seed: int = 0
+
+
+@dataclass
+class PredictConfig:
+    """conf/predict.yaml: a checkpoint or an exported ONNX file, and the images to classify."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ckpt: str | None = None
+    model_file: str | None = None
+    images: str | None = None
+    use_ema: bool = False
+    topk: int = 5
+    batch_size: int = 32
+    workers: int = 0
+    output_dir: str | None = None
+    progress: bool = True
+    seed: int = 0
+
+
+def register_export_configs() -> None:
+    ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+    ConfigStore.instance().store(name="predict_schema", node=PredictConfig)

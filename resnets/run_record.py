@@ -31,6 +31,20 @@ def record_dir(output_dir: str) -> str:
     return candidate
 
 
+def record_files(root: Path) -> dict[Path, list[Path]]:
+    """Every run directory under `root` with its attempts' overrides.yaml files (first first)."""
+    runs: dict[Path, list[Path]] = {}
+    for path in sorted(root.rglob("overrides.yaml")):
+        if path.parent.name == RECORD:
+            run = path.parent.parent
+        elif path.parent.parent.name == "attempts" and path.parents[2].name == RECORD:
+            run = path.parents[3]
+        else:
+            continue
+        runs.setdefault(run, []).append(path)
+    return runs
+
+
 def register_record_resolver() -> None:
     # cached: Hydra reads output_subdir twice and both reads must name the same folder
     if not OmegaConf.has_resolver("resnets.record_dir"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,18 @@ def run_train_cli(args: list[str], timeout: float = 600, **kwargs) -> subprocess
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def run_script_inprocess(script: str, args: list[str]) -> int | str | None:
+    """Run REPO/<script>.py as `python <script>.py ARGS` would, in this process (no interpreter
+    start-up; monkeypatches apply); returns the exit status."""
+    path = REPO / f"{script}.py"
+    argv = sys.argv
+    sys.argv = [str(path), *args]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+        return 0
+    except SystemExit as stop:
+        return stop.code
+    finally:
+        sys.argv = argv

@@ -32,7 +32,15 @@ def test_quick_benchmark_run_writes_json_and_summary(tmp_path, monkeypatch) -> N
     assert case["ours_s"] > 0 and case["ratio"] == pytest.approx(case["ours_s"] / case["peer_s"])
     gpu = json.loads((tmp_path / "gpu.json").read_text())
     assert "skipped" in gpu or gpu["resnet50_224"]["images_per_s"]["trainer"] > 0
-    for result in (loader, trainer, models, gpu):
+    export = json.loads((tmp_path / "export.json").read_text())
+    case = export["cases"]["resnet20_32"]
+    for runtime in ("onnxruntime", "torchscript"):
+        assert case["max_abs_logit_diff"][runtime] < 1e-4
+        assert case["speedup_vs_eager"][runtime]["batch32"] == pytest.approx(
+            case["ms_per_image"]["eager"]["batch32"] / case["ms_per_image"][runtime]["batch32"]
+        )
+    assert "resnet20_32 inference batch1" in (tmp_path / "SUMMARY.md").read_text()
+    for result in (loader, trainer, models, gpu, export):
         assert result["machine"]["torch"] and result["measured_at"]
     summary = (tmp_path / "SUMMARY.md").read_text()
     assert "| loader (images/s, 0 workers) |" in summary and "resnet56 fwd+bwd" in summary

@@ -102,7 +102,10 @@ def test_paper_resnet56_schedule() -> None:
 @pytest.mark.parametrize(
     ("override", "pattern"),
     [
-        ("trainer.precision=fp8", r"trainer\.precision='fp8'.*accepted: auto, 32, bf16-mixed, 16-mixed"),
+        (
+            "trainer.precision=fp8",
+            r"trainer\.precision='fp8'.*accepted: auto, 32, bf16-mixed, 16-mixed",
+        ),
         ("optim.name=adam", r"optim\.name='adam'.*accepted: sgd, adamw"),
         ("sched.name=poly", r"sched\.name='poly'.*cosine, step, multistep, onecycle, constant"),
         ("trainer.batch_size=0", r"trainer\.batch_size=0.*positive"),

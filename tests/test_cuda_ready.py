@@ -299,3 +299,221 @@ def test_bilinear_backward_on_cuda_is_not_deterministic_so_the_refusal_stands() 
             torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear").sum().backward()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def _odd_ilsvrc_files(root, size: int = 40) -> dict[str, object]:
+    """A folder as ILSVRC2012's train set has them: a PNG named .JPEG and a CMYK JPEG, beside
+    ordinary RGB and greyscale JPEGs. Returns the PIL images as written."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    written = {}
+    for split in ("train", "val"):
+        folder = root / split / "n01440764"
+        folder.mkdir(parents=True)
+        rgb = Image.fromarray(rng.integers(0, 255, (size, size + 6, 3), dtype=np.uint8))
+        rgb.save(folder / "rgb.JPEG", quality=95)
+        rgb.convert("L").save(folder / "grey.JPEG", quality=95)
+        rgb.save(folder / "png_named.JPEG", format="PNG")
+        rgb.convert("CMYK").save(folder / "cmyk.JPEG", quality=95)
+        written[split] = rgb
+    return written
+
+
+def test_png_named_jpeg_and_cmyk_fall_back_to_the_cpu_and_are_counted(tmp_path) -> None:
+    from PIL import Image
+
+    from resnets.data.device_decode import (
+        EncodedImages,
+        collate_encoded,
+        decode_batch,
+        split_encoded,
+    )
+
+    _odd_ilsvrc_files(tmp_path)
+    folder = tmp_path / "val" / "n01440764"
+    names = ["rgb.JPEG", "png_named.JPEG", "grey.JPEG", "cmyk.JPEG"]
+    dataset = EncodedImages([(str(folder / n), 0) for n in names])
+    flat, offsets, _labels, on_cpu = collate_encoded([dataset[i] for i in range(len(names))])
+    assert on_cpu.tolist() == [False, True, False, True]
+    images, on_host = decode_batch(
+        split_encoded(flat, offsets), on_cpu.tolist(), torch.device("cpu")
+    )
+    assert on_host == 2
+    for name, image in zip(names, images, strict=True):
+        with Image.open(folder / name) as pil:
+            expected = torch.from_numpy(__import__("numpy").asarray(pil.convert("RGB")).copy())
+        assert image.dtype == torch.uint8 and image.shape == expected.permute(2, 0, 1).shape, name
+        # libjpeg-turbo (torchvision) and PIL's libjpeg agree to a grey level or two
+        assert (image.permute(1, 2, 0).int() - expected.int()).abs().float().mean() < 2.0, name
+
+
+def test_gpu_decode_bundle_trains_through_odd_files_and_counts_them(tmp_path) -> None:
+    """The gpu_decode loaders, decoding on the CPU (the device check bypassed): a PNG named .JPEG
+    and a CMYK JPEG go through the CPU and training batches still come out whole."""
+    from resnets.data import _folder_bundle
+    from resnets.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+
+    from .test_data import data_cfg
+
+    _odd_ilsvrc_files(tmp_path)
+    cfg = data_cfg(
+        name="imagefolder",
+        root=str(tmp_path),
+        image_size=32,
+        val_crop=32,
+        val_resize=36,
+        gpu_decode=True,
+        augment={"hflip": True},
+    )
+    bundle = _folder_bundle(
+        cfg=cfg,
+        batch_size=4,
+        eval_batch_size=4,
+        device=torch.device("cpu"),
+        seed=0,
+        rank=0,
+        world_size=1,
+        workers=0,
+        split="val",
+    )
+    bundle.train.set_epoch(0)
+    ((images, _labels),) = list(bundle.train)
+    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
+    assert bundle.train.cpu_decoded == 2
+    # one normalisation: a uint8 image maps into [(0 - mean) / std, (1 - mean) / std]
+    lo = min((0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
+    hi = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
+    assert lo - 1e-5 <= images.min() and images.max() <= hi + 1e-5
+    # crops and flips come from (seed, epoch, batch): the same epoch again draws the same ones
+    bundle.train.set_epoch(0)
+    ((again, _),) = list(bundle.train)
+    assert torch.equal(again, images)
+    bundle.train.set_epoch(1)
+    ((other, _),) = list(bundle.train)
+    assert not torch.equal(other, images)
+    ((val, _),) = list(bundle.val)
+    assert val.shape == (4, 3, 32, 32) and bundle.val.cpu_decoded == 2
+
+
+FD_SCRIPT = """
+import resource, sys, torch
+from resnets.data import _folder_bundle
+from tests.test_data import data_cfg
+
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+cfg = data_cfg(name="imagefolder", root=sys.argv[1], image_size=16, val_crop=16, val_resize=16,
+               gpu_decode=True, prefetch_factor=4, persistent_workers=False)
+bundle = _folder_bundle(cfg=cfg, batch_size=120, eval_batch_size=120, device=torch.device("cpu"),
+                        seed=0, rank=0, world_size=1, workers=2, split="val")
+bundle.train.set_epoch(0)
+n = sum(len(labels) for _, labels in bundle.train)
+print("images", n)
+"""
+
+
+@pytest.mark.slow
+def test_gpu_decode_batches_cross_from_workers_in_a_few_descriptors(tmp_path) -> None:
+    """Batches of 120 images, 2 workers x 4 prefetched batches, under `ulimit -n 128`: one
+    descriptor per image (960 in flight) runs out; one flat buffer per batch does not."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from .helpers import REPO
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 960), ("val", 3)):
+        folder = tmp_path / split / "c"
+        folder.mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.JPEG")
+    result = subprocess.run(
+        [sys.executable, "-c", FD_SCRIPT, str(tmp_path), "128"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "images 960" in result.stdout
+
+
+def _tensor_loader(device="cpu", **kw):
+    from resnets.data.loaders import TensorLoader
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8, generator=gen)
+    return TensorLoader(
+        images,
+        torch.arange(50),
+        batch_size=16,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        device=torch.device(device),
+        train=True,
+        seed=7,
+        crop_padding=2,
+        hflip=True,
+        cutout=3,
+        **kw,
+    )
+
+
+def test_tensor_loader_draws_on_the_datas_device_with_no_host_copies() -> None:
+    loader = _tensor_loader()
+    loader.set_epoch(3)
+    gen = loader.batch_generator(1)
+    assert isinstance(gen, torch.Generator) and gen.device == loader.images.device
+    batches = iter(loader)
+    next(batches)  # the epoch's index copy happens once, before the first batch
+    moved: list[str] = []
+    real_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        moved.append(repr(args))
+        return real_to(self, *args, **kwargs)
+
+    with mock.patch.object(torch.Tensor, "to", to):
+        rest = list(batches)
+    assert len(rest) == 2 and moved == []  # no per-step copies between host and device
+
+
+def test_tensor_loader_augmentation_is_unchanged_for_a_fixed_seed() -> None:
+    """An independent per-image reference of pad + crop + flip + cutout from the same draws (on
+    the CPU the device generator is the CPU generator: the numbers are those before the change)."""
+    import torch.nn.functional as F
+
+    from resnets.data.loaders import shard_indices
+
+    loader = _tensor_loader()
+    loader.set_epoch(2)
+    got = list(loader)
+    order = shard_indices(
+        50, shuffle=True, seed=7, epoch=2, rank=0, world_size=1, even=True, chunk=16
+    )
+    for b, (x, y) in enumerate(got):
+        idx = order[b * 16 : (b + 1) * 16]
+        assert torch.equal(y, idx)
+        gen = torch.Generator().manual_seed((7 * 1_000_003 + 2 * 9_176 + b + 1) % 2**63)
+        dy, dx = (
+            torch.randint(0, 5, (16,), generator=gen),
+            torch.randint(0, 5, (16,), generator=gen),
+        )
+        flip = torch.rand(16, generator=gen) < 0.5
+        cy, cx = (
+            torch.randint(0, 8, (16,), generator=gen),
+            torch.randint(0, 8, (16,), generator=gen),
+        )
+        for k, i in enumerate(idx.tolist()):
+            image = F.pad(loader.images[i], (2, 2, 2, 2))[:, dy[k] : dy[k] + 8, dx[k] : dx[k] + 8]
+            image = image.flip(-1) if flip[k] else image.clone()
+            y0, x0 = int(cy[k]) - 1, int(cx[k]) - 1
+            image[:, max(y0, 0) : max(y0 + 3, 0), max(x0, 0) : max(x0 + 3, 0)] = 0
+            expected = (image.float() - 0.5 * 255) / (0.25 * 255)
+            torch.testing.assert_close(x[k], expected, rtol=0, atol=1e-5)

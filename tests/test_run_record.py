@@ -39,3 +39,14 @@ def test_failed_resume_keeps_the_runs_overrides(tmp_path) -> None:
     assert "trainer.max_steps=1" in record and "model.depth=14" not in record
     (attempt,) = (tmp_path / ".hydra" / "attempts").iterdir()
     assert "model.depth=14" in yaml.safe_load((attempt / "overrides.yaml").read_text())
+
+
+def test_record_files_find_first_and_later_attempts(tmp_path) -> None:
+    from resnets.run_record import record_files
+
+    for rel in ("0/.hydra", "1/.hydra", "1/.hydra/attempts/2026-11-25_10-00-00", "x/other"):
+        (tmp_path / rel).mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel / "overrides.yaml").write_text("[]\n")
+    runs = record_files(tmp_path)
+    assert sorted(runs) == [tmp_path / "0", tmp_path / "1"]
+    assert len(runs[tmp_path / "1"]) == 2

@@ -11,17 +11,19 @@ import torch
 from torch.utils.data import Dataset
 
 from . import transforms as T
+from .bad_images import BadImageLoader, SkipUnreadable, collate_skipping, read_rgb
 from .datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ArrayDataset,
     ArraySplit,
+    check_arrays,
     image_folder_dir,
     load_cifar,
     load_digits,
     make_fake,
 )
-from .device_decode import DeviceDecodeLoader, EncodedImages, collate_encoded
+from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, collate_encoded
 from .errors import DataError
 from .loaders import SamplerLoader, TensorLoader
 
@@ -48,6 +50,21 @@ class DataBundle:
     std: tuple[float, ...]
     train_size: int
     val_size: int
+    # validation geometry of an image file: shorter side resized to eval_resize, centre crop
+    # eval_crop (in-memory datasets are stored at their size, so both equal image_size)
+    eval_resize: int = 0
+    eval_crop: int = 0
+
+    def eval_preprocessing(self) -> dict[str, Any]:
+        """Exactly the validation preprocessing, as plain values (model.json, predict.py)."""
+        return {
+            "mode": "L" if self.in_chans == 1 else "RGB",
+            "resize": self.eval_resize or self.image_size,
+            "crop": self.eval_crop or self.image_size,
+            "interpolation": "bilinear",
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
 
 class TensorImageDataset(Dataset):
@@ -146,9 +163,19 @@ def _load_arrays(cfg: Mapping[str, Any]) -> ArrayDataset:
     return load_cifar(name, str(cfg["root"]), bool(cfg.get("download", False)))
 
 
-def _stats(cfg, default_mean, default_std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _stats(
+    cfg, default_mean, default_std, channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     mean = tuple(cfg.get("mean") or default_mean)
     std = tuple(cfg.get("std") or default_std)
+    for field, values in (("mean", mean), ("std", std)):
+        if len(values) != channels:
+            raise DataError(
+                f"data.{field}={list(values)} has {len(values)} values; the images have "
+                f"{channels} channel{'s' if channels > 1 else ''} (accepted: {channels} numbers)"
+            )
+    if any(not s > 0 for s in std):
+        raise DataError(f"data.std={list(std)} is not valid; accepted: positive numbers")
     return mean, std
 
 
@@ -172,7 +199,8 @@ def _in_memory_bundle(
     workers,
     split,
 ) -> DataBundle:
-    mean, std = _stats(cfg, arrays.mean, arrays.std)
+    check_arrays(arrays, cfg["name"])
+    mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]))
     aug = cfg["augment"]
     evaluated = arrays.train if split == "train" else arrays.val
     _check_classes(cfg, len(arrays.class_names))
@@ -261,8 +289,8 @@ def _samples(dataset) -> list[tuple[str, int]]:
 def device_decode_loaders(
     train_set,
     eval_set,
-    train_tf,
-    eval_tf,
+    train_tf: BatchTransform,
+    eval_tf: BatchTransform,
     *,
     device: torch.device,
     batch_size: int,
@@ -270,7 +298,7 @@ def device_decode_loaders(
     drop_last: bool,
     **options,
 ) -> tuple[DeviceDecodeLoader, DeviceDecodeLoader]:
-    """Workers read JPEG bytes; decoding and the same v2 transforms run on `device`."""
+    """Workers read JPEG bytes; decoding and the folder pipelines' transforms run on `device`."""
     train = SamplerLoader(
         EncodedImages(_samples(train_set)),
         batch_size=batch_size,
@@ -290,37 +318,73 @@ def device_decode_loaders(
     return DeviceDecodeLoader(train, train_tf, device), DeviceDecodeLoader(val, eval_tf, device)
 
 
+def _image_folder(root, transform=None):
+    """An ImageFolder whose loader marks undecodable files; empty class folders stop here."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(root), transform=transform, loader=read_rgb)
+    except FileNotFoundError as err:  # no class folders, or a class folder without images
+        raise DataError(f"{root}: {str(err).splitlines()[0]}") from err
+
+
+def _device_transforms(
+    aug, size: int, val_resize: int, val_crop: int, mean, std, device: torch.device
+) -> tuple[BatchTransform, BatchTransform]:
+    """T.folder_train / T.folder_eval as batch transforms on the device (data.gpu_decode)."""
+    auto = T._auto_augment(aug.get("auto_augment"))
+    train = BatchTransform(
+        train=True,
+        size=size,
+        mean=mean,
+        std=std,
+        device=device,
+        scale=tuple(aug.get("random_resized_crop_scale", (0.08, 1.0))),
+        hflip=bool(aug.get("hflip", False)),
+        auto_augment=auto[0] if auto else None,
+        random_erasing=float(aug.get("random_erasing", 0.0)),
+    )
+    val = BatchTransform(
+        train=False, size=val_crop, resize=val_resize, mean=mean, std=std, device=device
+    )
+    return train, val
+
+
 def _folder_bundle(
     *, cfg, batch_size, eval_batch_size, device, seed, rank, world_size, workers, split
 ) -> DataBundle:
     from sklearn.model_selection import train_test_split
-    from torchvision.datasets import ImageFolder
 
     root = str(cfg["root"])
-    mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3)
     aug, size = cfg["augment"], int(cfg.get("image_size", 224))
-    val_crop = int(cfg.get("val_crop") or size)
-    val_resize = int(cfg.get("val_resize") or round(val_crop / 0.875))
+    val_resize, val_crop = T.eval_geometry(cfg, size)
     train_tf = T.folder_train(aug, size, mean, std)
     eval_tf = T.folder_eval(val_resize, val_crop, mean, std)
-    train_folder = ImageFolder(str(image_folder_dir(root, "train")))
+    train_folder = _image_folder(image_folder_dir(root, "train"))
     if not train_folder.samples:
         raise DataError(f"data.root={root!r}: {root}/train holds no images")
     held_out = "val" if split in ("val", "train") else "test"
     has_dir = (Path(root) / held_out).is_dir()
     if has_dir or cfg["name"] == "imagenet":
-        train_set = ImageFolder(train_folder.root, transform=train_tf)
+        train_set = _image_folder(train_folder.root, transform=train_tf)
         eval_root = train_folder.root if split == "train" else str(image_folder_dir(root, held_out))
-        eval_set = ImageFolder(eval_root, transform=eval_tf)
+        eval_set = _image_folder(eval_root, transform=eval_tf)
         classes = train_folder.classes
     else:  # one tree: a fixed stratified split
         targets = train_folder.targets
-        train_idx, val_idx = train_test_split(
-            list(range(len(targets))),
-            test_size=float(cfg.get("val_fraction", 0.2)),
-            stratify=targets,
-            random_state=0,
-        )
+        try:
+            train_idx, val_idx = train_test_split(
+                list(range(len(targets))),
+                test_size=float(cfg.get("val_fraction", 0.2)),
+                stratify=targets,
+                random_state=0,
+            )
+        except ValueError as err:  # e.g. a class with one image cannot be split stratified
+            raise DataError(
+                f"data.val_fraction={cfg.get('val_fraction')}: {root}/train cannot be split into "
+                f"train and val by class ({err}); add a val/ folder or more images"
+            ) from err
         train_set = TransformedSubset(train_folder, train_idx, train_tf)
         eval_set = TransformedSubset(
             train_folder, train_idx if split == "train" else val_idx, eval_tf
@@ -334,8 +398,7 @@ def _folder_bundle(
         train, val = device_decode_loaders(
             train_set,
             eval_set,
-            train_tf,
-            eval_tf,
+            *_device_transforms(aug, size, val_resize, val_crop, mean, std, device),
             device=device,
             batch_size=batch_size,
             eval_batch_size=eval_batch_size,
@@ -343,12 +406,35 @@ def _folder_bundle(
             **options,
             **shard,
         )
-    else:
-        train = SamplerLoader(
-            train_set, batch_size=batch_size, train=True, drop_last=drop_last, **options, **shard
+    else:  # unreadable images are skipped and counted (bad_images.py)
+        limit = float(cfg.get("max_bad_images", 0.001))
+        train = BadImageLoader(
+            SamplerLoader(
+                SkipUnreadable(train_set, substitute=True),
+                batch_size=batch_size,
+                train=True,
+                drop_last=drop_last,
+                collate_fn=collate_skipping,
+                **options,
+                **shard,
+            ),
+            size=len(train_set),
+            max_fraction=limit,
+            where=f"the train split of {root}",
         )
-        val = SamplerLoader(
-            eval_set, batch_size=eval_batch_size, train=False, drop_last=False, **options, **shard
+        val = BadImageLoader(
+            SamplerLoader(
+                SkipUnreadable(eval_set, substitute=False),
+                batch_size=eval_batch_size,
+                train=False,
+                drop_last=False,
+                collate_fn=collate_skipping,
+                **options,
+                **shard,
+            ),
+            size=len(eval_set),
+            max_fraction=limit,
+            where=f"the {split} split of {root}",
         )
     return DataBundle(
         train=train,
@@ -361,4 +447,6 @@ def _folder_bundle(
         std=std,
         train_size=len(train_set),
         val_size=len(eval_set),
+        eval_resize=val_resize,
+        eval_crop=val_crop,
     )

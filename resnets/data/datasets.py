@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError
+from .safe_pickle import load_data_pickle
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -86,14 +87,54 @@ CIFAR_FILES = {
 }
 
 
+CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+CIFAR_PIXELS = 3 * 32 * 32
+
+
 def _unpickle(path: Path) -> dict:
-    """One CIFAR batch file. The official files are Python 2 pickles: read keys as bytes, as the
-    dataset's own instructions do, and accept str keys too (files re-saved by Python 3 tools)."""
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="bytes")
+    """One CIFAR batch file, read with an unpickler that admits only plain data (safe_pickle.py).
+    The official files are Python 2 pickles: keys come as bytes, as the dataset's own
+    instructions read them; str keys (files re-saved by Python 3 tools) are accepted too."""
+    entry = load_data_pickle(path)
     if not isinstance(entry, dict):
         raise DataError(f"{path}: not a CIFAR batch (a pickled dict was expected)")
     return {k if isinstance(k, bytes) else str(k).encode(): v for k, v in entry.items()}
+
+
+def _cifar_batch(path: Path, label_key: bytes, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) of one batch file, checked against the format:
+    a file whose counts, dtype, shape or labels are off would shift or poison every later label."""
+    entry = _unpickle(path)
+    missing = [k.decode() for k in (b"data", label_key) if k not in entry]
+    if missing:
+        raise DataError(f"{path}: not a CIFAR batch (no {', '.join(missing)} entry)")
+    data, labels = entry[b"data"], entry[label_key]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        kind = data.dtype if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: images are {kind}; the format stores uint8 pixels")
+    if data.ndim != 2 or data.shape[1] != CIFAR_PIXELS:
+        raise DataError(
+            f"{path}: images have shape {tuple(data.shape)}; the format stores (N, {CIFAR_PIXELS})"
+        )
+    try:
+        labels = np.asarray(labels)
+    except ValueError as err:
+        raise DataError(f"{path}: labels are not a list of integers ({err})") from err
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise DataError(f"{path}: labels are not a list of integers (found {labels.dtype})")
+    if len(labels) != len(data):
+        raise DataError(
+            f"{path}: {len(data)} images but {len(labels)} labels; each image needs one label"
+        )
+    if len(data) == 0:
+        raise DataError(f"{path}: holds no images")
+    bad = (labels < 0) | (labels >= classes)
+    if bad.any():
+        raise DataError(
+            f"{path}: label {int(labels[bad][0])} at index {int(np.flatnonzero(bad)[0])} is "
+            f"outside 0..{classes - 1} ({int(bad.sum())} such labels)"
+        )
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def load_cifar(name: str, root: str, download: bool) -> ArrayDataset:
@@ -118,6 +159,7 @@ def load_cifar(name: str, root: str, download: bool) -> ArrayDataset:
             f"(needs internet), or extract {CIFAR_URLS[name]} into {root}"
         )
     train_files, test_files, meta_file, label_key, names_key = CIFAR_FILES[name]
+    classes = CIFAR_CLASSES[name]
 
     def split(files: list[str]) -> ArraySplit:
         images, labels = [], []
@@ -126,16 +168,15 @@ def load_cifar(name: str, root: str, download: bool) -> ArrayDataset:
             if not path.is_file():
                 raise DataError(f"data.root={root!r}: {name} file {path} is missing")
             try:
-                entry = _unpickle(path)
-                data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-                labels.extend(int(v) for v in entry[label_key])
-            except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
-                raise DataError(
-                    f"data.root={root!r}: {name} file {path} is corrupt ({err!r})"
-                ) from err
+                data, targets = _cifar_batch(path, label_key, classes)
+            except (pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError) as err:
+                if isinstance(err, DataError):
+                    raise
+                raise DataError(f"{name} file {path} {_reason(err)}") from err
             images.append(data)
+            labels.append(targets)
         return ArraySplit(
-            torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long)
+            torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
         )
 
     train, test = split(train_files), split(test_files)
@@ -144,12 +185,18 @@ def load_cifar(name: str, root: str, download: bool) -> ArrayDataset:
         names = [
             n.decode() if isinstance(n, bytes) else str(n) for n in _unpickle(meta_path)[names_key]
         ]
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError) as err:
-        raise DataError(
-            f"data.root={root!r}: {name} metadata {meta_path} is unreadable ({err!r})"
-        ) from err
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
+        raise DataError(f"{name} metadata {meta_path} {_reason(err)}") from err
+    if len(names) != classes:
+        raise DataError(f"{meta_path}: {len(names)} class names; {name} has {classes}")
     mean, std = (CIFAR_MEAN, CIFAR_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
     return ArrayDataset(train, test, names, mean, std)
+
+
+def _reason(err: Exception) -> str:
+    """One line: a refusal speaks for itself, anything else says it is corrupt."""
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text if text.startswith("refused") else f"is corrupt ({type(err).__name__}: {text})"
 
 
 def make_fake(
@@ -173,6 +220,32 @@ def make_fake(
         (0.5,) * in_chans,
         (0.25,) * in_chans,
     )
+
+
+def check_arrays(arrays: ArrayDataset, source: str) -> None:
+    """Every in-memory source obeys one format before training: uint8 (N, C, H, W) images, one
+    int64 label each within the class count, at least one image per split."""
+    classes = len(arrays.class_names)
+    if classes < 1:
+        raise DataError(f"{source}: no classes")
+    for name, split in (("train", arrays.train), ("val", arrays.val)):
+        images, labels = split.images, split.labels
+        where = f"{source} {name} split"
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise DataError(
+                f"{where}: images are {images.dtype} of shape {tuple(images.shape)}; "
+                "expected uint8 (N, C, H, W)"
+            )
+        if labels.dim() != 1 or labels.dtype != torch.int64 or len(labels) != len(images):
+            raise DataError(
+                f"{where}: {len(images)} images but labels of shape {tuple(labels.shape)} "
+                f"({labels.dtype}); expected {len(images)} int64 labels"
+            )
+        if len(images) == 0:
+            raise DataError(f"{where}: holds no images")
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= classes:
+            raise DataError(f"{where}: labels span {low}..{high}, outside 0..{classes - 1}")
 
 
 def image_folder_dir(root: str, split: str) -> Path:

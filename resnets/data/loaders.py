@@ -17,8 +17,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 9_176 + salt) % 2**63)
+def epoch_generator(
+    seed: int, epoch: int, salt: int = 0, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """A generator on `device` seeded by (seed, epoch, salt): a CUDA generator draws on the GPU,
+    so augmentation needs no host round trip; on the CPU the numbers are those of before."""
+    return torch.Generator(device=device).manual_seed(
+        (seed * 1_000_003 + epoch * 9_176 + salt) % 2**63
+    )
 
 
 def shard_indices(
@@ -63,25 +69,26 @@ def random_crop(
     """Zero-pad by `padding`, take one random crop per image and mirror about half of them (with
     `hflip`), all in a single gather over the flattened pixels: one pass, contiguous output."""
     b, c, h, w = images.shape
+    device = images.device  # `gen` lives there too: every draw and index stays on the device
     padded = F.pad(images, (padding,) * 4) if padding else images
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen)
-    cols = torch.arange(w).expand(b, w)
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=device)
+    cols = torch.arange(w, device=device).expand(b, w)
     if hflip:
-        flip = torch.rand(b, generator=gen) < 0.5
+        flip = torch.rand(b, generator=gen, device=device) < 0.5
         cols = torch.where(flip[:, None], w - 1 - cols, cols)
-    rows = dy[:, None] + torch.arange(h)  # (B, H)
+    rows = dy[:, None] + torch.arange(h, device=device)  # (B, H)
     cols = dx[:, None] + cols  # (B, W)
     pixel = (rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]).view(b, 1, h * w)
-    pixel = pixel.to(images.device).expand(b, c, h * w)
+    pixel = pixel.expand(b, c, h * w)
     return padded.reshape(b, c, -1).gather(2, pixel).view(b, c, h, w)
 
 
 def cutout(images: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     """Zero one size x size square per image (DeVries & Taylor 2017), centres anywhere in the image."""
     b, _, h, w = images.shape
-    cy = torch.randint(0, h, (b,), generator=gen).to(images.device)
-    cx = torch.randint(0, w, (b,), generator=gen).to(images.device)
+    cy = torch.randint(0, h, (b,), generator=gen, device=images.device)
+    cx = torch.randint(0, w, (b,), generator=gen, device=images.device)
     ys = torch.arange(h, device=images.device)[None, :]
     xs = torch.arange(w, device=images.device)[None, :]
     in_y = (ys >= (cy[:, None] - size // 2)) & (ys < (cy[:, None] - size // 2 + size))
@@ -111,6 +118,7 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        device = torch.device(device)
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size = batch_size
@@ -146,14 +154,21 @@ class TensorLoader:
         n = len(self._indices())
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def batch_generator(self, batch: int) -> torch.Generator:
+        """The generator of one batch's augmentation: on the data's device, seeded by
+        (seed, epoch, global batch index), so a resumed epoch draws what it would have."""
+        salt = global_batch_index(batch, self.rank, self.world_size) + 1
+        return epoch_generator(self.seed, self.epoch, salt=salt, device=self.device)
+
     def __iter__(self) -> Iterator[Batch]:
-        indices = self._indices().to(self.device)
+        indices = self._indices()
+        if self.device.type == "cuda":  # once an epoch, and without waiting for the copy
+            indices = indices.pin_memory().to(self.device, non_blocking=True)
         for b in range(self.skip_batches, len(self)):
             idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
             images = self.images[idx]
             if self.train:
-                salt = global_batch_index(b, self.rank, self.world_size) + 1
-                images = self.augment(images, epoch_generator(self.seed, self.epoch, salt=salt))
+                images = self.augment(images, self.batch_generator(b))
             yield (images.float() - self.mean) / self.std, self.labels[idx]
         self.skip_batches = 0  # a skip applies to one pass only
 

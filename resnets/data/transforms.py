@@ -62,6 +62,15 @@ def folder_train(aug, image_size: int, mean, std) -> v2.Compose:
     return v2.Compose(ops + _to_normalized(mean, std) + _erasing(aug.random_erasing))
 
 
+def eval_geometry(cfg, image_size: int) -> tuple[int, int]:
+    """(resize, crop) of validation for image files: the shorter side goes to `resize`, then a
+    centre crop of `crop` (by default the classic 0.875 ratio, 256 -> 224)."""
+    crop = int(cfg.get("val_crop") or image_size)
+    return int(cfg.get("val_resize") or round(crop / 0.875)), crop
+
+
 def folder_eval(resize: int, crop: int, mean, std) -> v2.Compose:
+    """Validation for PIL images. On a picture already `crop` px square with resize == crop (the
+    in-memory datasets) both steps are the identity, so this equals `small_image_eval`."""
     ops = [v2.Resize(resize, antialias=True), v2.CenterCrop(crop)]
     return v2.Compose(ops + _to_normalized(mean, std))

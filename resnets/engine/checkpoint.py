@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import random
 import re
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -33,27 +35,71 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over `path`.
 
     A crash or a full disk leaves the previous file untouched: the rename is the only step
-    that replaces it, and it happens after the new bytes are safely on disk.
+    that replaces it, and it happens after the new bytes are safely on disk. The temporary file
+    never outlives this call (kill -9 aside: `remove_stale_temporaries` takes those).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):  # a read-only folder must not hide the cause
+                tmp.unlink(missing_ok=True)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(
-            path, f"could not be written ({err}); the previous file is intact"
+            path,
+            f"could not be written ({reason}); {_free_space(path.parent)}; "
+            "the previous file is intact",
         ) from err
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+TMP_MARK = ".tmp-"
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return f"free space in {folder} unknown"
+    return f"{free / 2**20:.1f} MiB free in {folder}"
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Half-written checkpoints left by a process killed mid-save (kill -9, power loss)."""
+    stale = sorted(Path(folder).glob(f".*.pt{TMP_MARK}*"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+def set_aside_previous(folder: str | os.PathLike) -> tuple[Path, list[str]] | None:
+    """Move checkpoints a fresh run did not write into `previous-<time>/`, so nothing overwrites
+    them; returns the folder and the names moved, or None when there was nothing."""
+    folder = Path(folder)
+    found = sorted(p for p in folder.glob("*.pt") if p.is_file()) if folder.is_dir() else []
+    if not found:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = folder / f"previous-{stamp}", 1
+    while target.exists():
+        n += 1
+        target = folder / f"previous-{stamp}-{n}"
+    target.mkdir()
+    for p in found:
+        os.replace(p, target / p.name)
+    return target, [p.name for p in found]
 
 
 def load_checkpoint(
@@ -73,7 +119,37 @@ def load_checkpoint(
             path,
             f"format_version {state['format_version']} is newer than this code ({FORMAT_VERSION})",
         )
+    _check_contents(path, state)
     return state
+
+
+def _check_contents(path: Path, state: dict[str, Any]) -> None:
+    """The parts every reader relies on: a state dict of tensors and a YAML config with a model."""
+    model = state["model"]
+    if (
+        not isinstance(model, dict)
+        or not model
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())
+    ):
+        found = f"an empty {type(model).__name__}" if not model else type(model).__name__
+        raise CheckpointError(
+            path, f"'model' is not a state dict of tensors (found {found}); the file is damaged"
+        )
+    from omegaconf import OmegaConf  # the stored config is YAML written by OmegaConf
+
+    text = state["config"]
+    try:
+        config = OmegaConf.create(text) if isinstance(text, str) else None
+    except Exception as err:  # OmegaConf raises yaml's and its own errors for malformed text
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(path, f"its stored config is not valid YAML ({reason})") from err
+    name = OmegaConf.select(config, "model.name") if OmegaConf.is_dict(config) else None
+    if not name or OmegaConf.select(config, "data.name") is None:
+        raise CheckpointError(
+            path,
+            "its stored config has no model.name and data.name (found "
+            f"{str(text)[:60]!r}); the file is damaged",
+        )
 
 
 def load_weights_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:

@@ -14,10 +14,43 @@ from ..models import ModelError
 from . import distributed as D
 from .checkpoint import CheckpointError
 from .evaluation import evaluate_run, format_table
-from .leaderboard import leaderboard_rows, write_leaderboard
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (CheckpointError, ConfigError, DataError, ModelError)
+SEARCH_GROUPS = ("hparams_search", "reproduce")  # config groups that only make sense with -m
+
+
+def run_train(cfg: DictConfig) -> float | None:
+    """train.py's job: one run (bad input: one line, exit 2), or one job of a multirun sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from .sweep import run_job
+    from .trainer import NonFiniteLossError, train
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # a job's failure is recorded in its run directory and the sweep goes on
+        return run_job(
+            cfg,
+            train,
+            Path(hydra_cfg.runtime.output_dir),
+            list(hydra_cfg.overrides.task),
+            raise_on_failure=hydra_cfg.runtime.choices.get("hydra/sweeper") != "basic",
+        )
+    try:
+        for group in SEARCH_GROUPS:
+            if hydra_cfg.runtime.choices.get(group):
+                choice = hydra_cfg.runtime.choices[group]
+                raise ConfigError(
+                    f"{group}={choice} is a sweep and needs -m: python train.py -m {group}={choice} "
+                    "(without -m it would train once with the defaults)"
+                )
+        return train(cfg)
+    except (*USER_ERRORS, NonFiniteLossError) as err:
+        # bad input or a diverged run: one line naming the field or file, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run_evaluate(cfg: DictConfig) -> float | None:
@@ -29,16 +62,7 @@ def run_evaluate(cfg: DictConfig) -> float | None:
     root = Path(hydra_cfg.runtime.output_dir)
     try:
         if cfg.sweep:
-            sweep = Path(cfg.sweep)
-            rows = leaderboard_rows(
-                sweep,
-                bool(cfg.rescore),
-                lambda best: evaluate_run(_for_checkpoint(cfg, best), overrides, root),
-            )
-            md, csv_path = write_leaderboard(rows, sweep)
-            print(md.read_text())
-            print(f"leaderboard: {md} and {csv_path}")
-            return rows[0]["top1"] if rows else None
+            return _sweep_leaderboard(cfg, overrides, root)
         metrics = evaluate_run(cfg, overrides, root)
     except USER_ERRORS as err:
         # one line, no traceback: the message names the file or field and what is wrong
@@ -48,6 +72,25 @@ def run_evaluate(cfg: DictConfig) -> float | None:
         D.cleanup()  # under torchrun: destroy the process group
     print(format_table(metrics))
     return metrics["top1"]
+
+
+def _sweep_leaderboard(cfg: DictConfig, overrides: list[str], root: Path) -> float | None:
+    """sweep=DIR: leaderboard.md/.csv and plots in DIR; unreadable runs are listed, not fatal."""
+    from .leaderboard import sweep_leaderboard
+
+    board = sweep_leaderboard(
+        Path(cfg.sweep),
+        rescore=bool(cfg.rescore),
+        score=lambda best: evaluate_run(_for_checkpoint(cfg, best), overrides, root),
+        group_seeds=bool(cfg.group_seeds),
+        plots=bool(cfg.plots),
+        user_errors=USER_ERRORS,
+    )
+    for run in board["left_out"]:
+        print(f"warning: run {run.name} left out ({run.status}): {run.reason}", file=sys.stderr)
+    print(board["md"].read_text())
+    print(f"leaderboard: {board['md']} and {board['csv']}")
+    return board["groups"][0]["best_top1_mean"]
 
 
 def _for_checkpoint(cfg: DictConfig, ckpt: Path) -> DictConfig:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..config import ConfigError
-from ..data import build_data
+from ..data import DataBundle, build_data
 from ..models import build_model_from_config
 from ..models.summary import count_flops, count_macs
 from ..runtime import check_runtime
@@ -95,6 +95,68 @@ def load_strict(model: nn.Module, weights: dict[str, torch.Tensor], path: Path, 
         )
     if problems:
         raise CheckpointError(path, f"does not match model {name!r}: {'; '.join(problems)}")
+
+
+def checkpoint_run(
+    cfg: DictConfig, overrides: Sequence[str]
+) -> tuple[Path, dict[str, torch.Tensor], dict | None, DictConfig]:
+    """(file, weights, checkpoint or None, run config) for `ckpt=` or `weights=` in `cfg`.
+
+    The run config is the checkpoint's stored config with the command line's model/data/trainer
+    settings laid over it (evaluate.py, export.py and predict.py share this).
+    """
+    ckpt = Path(cfg.ckpt) if cfg.get("ckpt") else None
+    source = ckpt or (Path(cfg.weights) if cfg.get("weights") else None)
+    if source is None:
+        raise ConfigError(
+            "evaluate.py needs ckpt=PATH (a resnets checkpoint), weights=PATH with model= and data=, or sweep=DIR"
+        )
+    weights, state = state_from_file(source, bool(cfg.use_ema))
+    if ckpt is not None and state is None:
+        raise CheckpointError(
+            ckpt,
+            "is a bare state dict, not a resnets checkpoint; "
+            "score it with weights=PATH model=NAME data=NAME",
+        )
+    if state is not None:
+        run = merged_run_config(cfg, OmegaConf.create(state["config"]), overrides)
+    else:
+        if OmegaConf.is_missing(cfg.model, "name") or OmegaConf.is_missing(cfg.data, "name"):
+            raise ConfigError(
+                f"{source}: a bare state dict needs model=NAME and data=NAME on the command line"
+            )
+        run = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    return source, weights, state, run
+
+
+def restore_model_and_data(
+    run: DictConfig,
+    weights: dict[str, torch.Tensor],
+    source: Path,
+    *,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[nn.Module, DataBundle]:
+    """The run's data (validation side: class names, statistics, loaders) and its network with
+    `weights` loaded strictly, on `device`."""
+    t = run.trainer
+    data = build_data(
+        run.data,
+        batch_size=t.batch_size,
+        eval_batch_size=t.get("eval_batch_size") or t.batch_size,
+        num_workers=t.workers,
+        device=device,
+        seed=run.get("seed", 0),
+        rank=rank,
+        world_size=world_size,
+        split=str(run.data.get("split", "val")),
+    )
+    model = build_model_from_config(
+        run.model, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size
+    )
+    load_strict(model, weights, source, str(run.model.name))
+    return model.to(device), data
 
 
 @torch.no_grad()
@@ -174,27 +236,8 @@ def evaluate_run(
         raise ConfigError(
             f"precision={cfg.precision!r} is not valid; accepted: 32, bf16-mixed, 16-mixed"
         )
+    source, weights, state, run = checkpoint_run(cfg, overrides)
     ckpt = Path(cfg.ckpt) if cfg.ckpt else None
-    source = ckpt or (Path(cfg.weights) if cfg.weights else None)
-    if source is None:
-        raise ConfigError(
-            "evaluate.py needs ckpt=PATH (a resnets checkpoint), weights=PATH with model= and data=, or sweep=DIR"
-        )
-    weights, state = state_from_file(source, bool(cfg.use_ema))
-    if ckpt is not None and state is None:
-        raise CheckpointError(
-            ckpt,
-            "is a bare state dict, not a resnets checkpoint; "
-            "score it with weights=PATH model=NAME data=NAME",
-        )
-    if state is not None:
-        run = merged_run_config(cfg, OmegaConf.create(state["config"]), overrides)
-    else:
-        if OmegaConf.is_missing(cfg.model, "name") or OmegaConf.is_missing(cfg.data, "name"):
-            raise ConfigError(
-                f"{source}: a bare state dict needs model=NAME and data=NAME on the command line"
-            )
-        run = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     # training-only settings of the stored config (compile) do not apply to scoring
     check_runtime(
         {**OmegaConf.to_container(run.trainer), "compile": False},
@@ -208,22 +251,9 @@ def evaluate_run(
     for warning in warnings:
         log.warning(warning)
     t = run.trainer
-    data = build_data(
-        run.data,
-        batch_size=t.batch_size,
-        eval_batch_size=t.get("eval_batch_size") or t.batch_size,
-        num_workers=t.workers,
-        device=info.device,
-        seed=run.get("seed", 0),
-        rank=info.rank,
-        world_size=info.world_size,
-        split=split,
+    model, data = restore_model_and_data(
+        run, weights, source, device=info.device, rank=info.rank, world_size=info.world_size
     )
-    model = build_model_from_config(
-        run.model, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size
-    )
-    load_strict(model, weights, source, str(run.model.name))
-    model.to(info.device)
     logits, labels, images_per_s = collect_logits(
         model, data.val, info.device, cfg.precision, cfg.tta, bool(t.get("channels_last", False))
     )

@@ -24,8 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.transforms import v2
 
-from ..config import validate
+from ..config import ConfigError, validate
 from ..data import build_data
+from ..data.bad_images import unreadable_images
 from ..models import build_model_from_config
 from ..models.summary import count_flops, count_macs
 from ..optim import build_optimizer, build_scheduler
@@ -37,8 +38,10 @@ from .checkpoint import (
     capture_rng,
     load_checkpoint,
     move_aside,
+    remove_stale_temporaries,
     restore_rng,
     save_checkpoint,
+    set_aside_previous,
 )
 from .ema import EMA
 from .hparams import result_hparams
@@ -141,6 +144,13 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
+        if len(self.data.train) == 0:
+            raise ConfigError(
+                f"trainer.batch_size={t.batch_size} is larger than the training set "
+                f"({self.data.train_size} images over {self.dist.world_size} process(es)), so "
+                f"data.drop_last=true leaves no batch; accepted: a batch size of at most "
+                f"{self.data.train_size // self.dist.world_size}, or data.drop_last=false"
+            )
         self.model = build_model_from_config(
             cfg.model,
             num_classes=self.data.num_classes,
@@ -226,6 +236,17 @@ class Trainer:
     def _resume(self) -> None:
         explicit = self.cfg.ckpt_path
         path = Path(explicit) if explicit else self.ckpt_dir / "last.pt"
+        own = self.ckpt_dir / "last.pt"
+        if self.dist.is_main:
+            for tmp in remove_stale_temporaries(self.ckpt_dir):
+                log.warning("removed %s, a checkpoint left half-written by a killed run", tmp)
+            continuing = (
+                self.cfg.resume
+                and own.exists()
+                and (not explicit or path.resolve() == own.resolve())
+            )
+            if not continuing:  # this run's saves must not replace checkpoints it did not write
+                self._set_aside_previous()
         if not explicit and not (self.cfg.resume and path.exists()):
             return
         try:
@@ -237,16 +258,30 @@ class Trainer:
             aside = move_aside(path) if self.dist.is_main else path
             raise CheckpointError(
                 path,
-                f"{str(err).split(': ', 1)[1]}. Moved it to {aside}; run again to start afresh, "
-                f"or resume from another file with ckpt_path=...",
+                f"{str(err).split(': ', 1)[1]}. Moved it to {aside}; run again to start afresh "
+                f"(the other checkpoints in {self.ckpt_dir} are then moved to previous-<time>/ "
+                f"first, never overwritten), or resume from another file with ckpt_path=...",
             ) from err
         self.load_state_dict(state, path)
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+
+    def _set_aside_previous(self) -> None:
+        moved = set_aside_previous(self.ckpt_dir)
+        if moved:
+            log.warning(
+                "fresh start: moved checkpoints this run did not write (%s) to %s",
+                ", ".join(moved[1]),
+                moved[0],
+            )
 
     def _save(self, name: str, agree: bool = True) -> None:
         """Rank 0 writes. With `agree` (every rank calls this at the same point), rank 0 tells
         the others whether the write failed, so all ranks stop with its message instead of
         waiting for it in the next collective."""
+        # every rank holds the same weights, so every rank reaches the same verdict
+        for module, what in ((self.model, "weights"), (self.ema, "EMA weights")):
+            if module is not None:
+                self._check_finite_state(module, what)
         path, failure = self.ckpt_dir / name, None
         if self.dist.is_main:
             try:
@@ -259,6 +294,14 @@ class Trainer:
                 failure = CheckpointError(path, reason.removeprefix(f"{path}: "))
         if failure is not None:
             raise failure
+
+    def _check_finite_state(self, module: nn.Module, what: str) -> None:
+        for key, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                bad = tensor[~torch.isfinite(tensor)].flatten()[0].item()
+                raise NonFiniteLossError(
+                    self._non_finite_message(f"{what} ({key}) became", bad, f"by step {self.step}")
+                )
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> float:
@@ -321,6 +364,11 @@ class Trainer:
         finally:
             stop.restore()
             self.tb.close()
+        if self.step == 0:  # an untrained network is never reported as a result
+            raise ConfigError(
+                f"the run took no optimizer step ({len(self.data.train)} batches an epoch, "
+                f"trainer.epochs={t.epochs}); nothing was trained or saved"
+            )
         if not last_val:  # resumed a finished run: report the checkpoint's model
             last_val = self._evaluate()
         metrics = self._final_metrics(last_train, last_val, time.perf_counter() - started)
@@ -367,15 +415,15 @@ class Trainer:
             leave=False,
         )
         for i, (images, labels) in enumerate(bar, start=start_batch):
-            images = images.to(device, non_blocking=True).contiguous(
-                memory_format=self.memory_format
-            )
+            images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             if self.step == 0 and i == 0:
                 self.tb.image_grid("inputs", images, self.data.mean, self.data.std, 0)
             targets = labels
             if self.mix is not None:
                 images, targets = self.mix(images, labels)
+            # after mixing: the mixed batch is a new tensor, whatever layout the mix gave it
+            images = images.contiguous(memory_format=self.memory_format)
             steps_now = (i + 1) % accumulate == 0 or i == last_batch
             with D.no_sync_if(forward, not steps_now), autocast(device, t.precision):
                 logits = forward(images)
@@ -496,10 +544,15 @@ class Trainer:
         loss_sum = D.all_reduce_sum(loss_sum.detach().clone())
         if not torch.isfinite(loss_sum).item():
             raise NonFiniteLossError(
-                f"training loss became {loss_sum.item()} {where} (model {self.cfg.model.name}, "
-                f"lr {self.optimizer.param_groups[0]['lr']:.3g}); stopping without saving. "
-                "Lower optim.lr, set trainer.grad_clip, or use trainer.precision=32."
+                self._non_finite_message("training loss became", loss_sum.item(), where)
             )
+
+    def _non_finite_message(self, what: str, value: float, where: str) -> str:
+        return (
+            f"{what} {value} {where} (model {self.cfg.model.name}, "
+            f"lr {self.optimizer.param_groups[0]['lr']:.3g}); stopping without saving. "
+            "Lower optim.lr, set trainer.grad_clip, or use trainer.precision=32."
+        )
 
     def _evaluate(self) -> dict[str, Any]:
         """Validation figures of the weights, and under "ema" those of the EMA (or None)."""
@@ -526,6 +579,12 @@ class Trainer:
             self._share_buffers()
             val = self._evaluate()
             ema = val["ema"]
+            if not math.isfinite(val["loss"]):
+                raise NonFiniteLossError(
+                    self._non_finite_message(
+                        "validation loss became", val["loss"], f"at step {self.step}"
+                    )
+                )
             scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
             if ema is not None:
                 scalars.update(
@@ -582,6 +641,7 @@ class Trainer:
             overrides = []
         ema = val.get("ema") or {}
         return {
+            "status": "finished",  # a failed sweep job writes status "failed" and the reason
             "best_val_top1": self.best,
             "best_epoch": self.best_epoch,
             "best_by": self.best_by,
@@ -596,6 +656,7 @@ class Trainer:
             "train_top1": train_stats.get("top1"),
             "epochs": self.epoch,
             "steps": self.step,
+            "steps_per_epoch": self.steps_per_epoch,  # puts TensorBoard's steps on an epoch axis
             "train_time_s": round(self.train_time, 3),
             "wall_time_s": round(wall, 3),
             "images_per_s": self.images_seen * self.dist.world_size / max(self.train_time, 1e-9),
@@ -606,6 +667,8 @@ class Trainer:
             "model": cfg.model.name,
             "data": cfg.data.name,
             "overrides": overrides,
+            # image files skipped as unreadable (this process's shard)
+            "bad_images": unreadable_images(self.data.train, self.data.val),
         }
 
 

@@ -101,7 +101,10 @@ def build_model_from_config(
         k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
         for k, v in fields.items()
     }
-    fields.setdefault("in_chans", in_chans)
+    if fields.setdefault("in_chans", in_chans) != in_chans:
+        raise ModelError(
+            "in_chans", fields["in_chans"], f"{in_chans} (the data's channel count) or null"
+        )
     fields.setdefault("image_size", image_size)
     return build_model(str(model_cfg["name"]), num_classes=num_classes, **fields)
 

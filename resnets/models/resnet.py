@@ -111,6 +111,20 @@ class ResNet(nn.Module):
         for field, value in (("groups", groups), ("width_per_group", width_per_group)):
             if int(value) < 1:
                 raise ModelError(field, value, "a positive integer")
+        if block == "basic" and (int(groups) != 1 or int(width_per_group) != 64):
+            # a basic block has no grouped bottleneck conv: these would be silently ignored
+            field, value = (
+                ("groups", groups) if int(groups) != 1 else ("width_per_group", width_per_group)
+            )
+            raise ModelError(
+                field,
+                value,
+                f"{1 if field == 'groups' else 64} with basic blocks (grouped width is a bottleneck setting)",
+            )
+        if base_width is not None and int(base_width) < 1:
+            raise ModelError(
+                "base_width", base_width, "null (the stage table's) or a positive integer"
+            )
         if widen_factor <= 0:
             raise ModelError("widen_factor", widen_factor, "a positive number")
         for field, value in (

@@ -1,0 +1,19 @@
+"""Export a checkpoint, checked against eager: python export.py ckpt=PATH format=onnx|torchscript|exported|all"""
+
+import hydra
+from omegaconf import DictConfig
+
+from resnets.config import register_export_configs
+
+register_export_configs()
+
+
+@hydra.main(config_path="conf", config_name="export", version_base="1.3")
+def main(cfg: DictConfig) -> int:
+    from resnets.deploy.cli import run_export
+
+    return run_export(cfg)
+
+
+if __name__ == "__main__":
+    main()

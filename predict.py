@@ -1,0 +1,19 @@
+"""Classify image files: python predict.py ckpt=PATH | model_file=PATH.onnx images=PATH_OR_GLOB [topk=5]"""
+
+import hydra
+from omegaconf import DictConfig
+
+from resnets.config import register_export_configs
+
+register_export_configs()
+
+
+@hydra.main(config_path="conf", config_name="predict", version_base="1.3")
+def main(cfg: DictConfig) -> int:
+    from resnets.deploy.cli import run_predict
+
+    return run_predict(cfg)
+
+
+if __name__ == "__main__":
+    main()
