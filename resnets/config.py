@@ -85,6 +85,8 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     no_decay_norm_bias: bool = True
+    # lr is for this many images a step (global batch); null: lr as given at any batch
+    base_batch_size: int | None = None
 
 
 @dataclass
@@ -283,6 +285,11 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"trainer.{name}={t[name]!r} is not valid; accepted: 0 (off) or a positive number"
             )
+    base = cfg.optim.get("base_batch_size")
+    if base is not None and base <= 0:
+        raise ConfigError(
+            f"optim.base_batch_size={base!r} is not valid; accepted: null or a positive integer"
+        )
     if t.grad_clip is not None and t.grad_clip <= 0:
         raise ConfigError(
             f"trainer.grad_clip={t.grad_clip!r} is not valid; accepted: null or a positive number"
@@ -390,7 +397,7 @@ class PredictConfig:
     model_file: str | None = None
     images: str | None = None
     use_ema: bool = False
-    topk: int = 5
+    topk: int | None = None  # null: 5, or every class when there are fewer
     batch_size: int = 32
     workers: int = 0
     output_dir: str | None = None

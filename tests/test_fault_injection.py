@@ -14,7 +14,7 @@ import torch
 from .helpers import REPO, read_metrics
 
 KILLS = 10
-EPOCHS, STEPS_PER_EPOCH = 6, 8
+EPOCHS, STEPS_PER_EPOCH = 10, 4
 
 # One process composes the config and imports everything once, then forks a child per attempt
 # (nothing has run a torch op before the fork): ten kills cost seconds, not ten interpreter starts.
@@ -26,9 +26,14 @@ from resnets.engine.trainer import train
 import torch
 
 run_dir, seed, kills, epochs = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-cfg = compose_train([*TINY, "data=fake", "data.fake_size=256", "trainer.batch_size=32",
+cfg = compose_train([*TINY, "data=fake", "data.fake_size=64", "trainer.batch_size=16",
                      f"trainer.epochs={epochs}", "trainer.save_every=1", "sched=constant"])
 last = os.path.join(run_dir, "checkpoints", "last.pt")
+log = os.path.join(run_dir, "train.log")
+
+def started():
+    # the line each attempt logs once set up, just before its first step
+    return open(log).read().count("steps per epoch") if os.path.exists(log) else 0
 
 def attempt():
     pid = os.fork()
@@ -44,8 +49,14 @@ def attempt():
 
 rng, report = random.Random(seed), []
 for _ in range(kills):
-    pid = attempt()
-    time.sleep(rng.uniform(0.3, 2.5))
+    before, pid = started(), attempt()
+    if rng.random() < 0.2:  # now and then during set-up and resume
+        time.sleep(rng.uniform(0.0, 0.5))
+    else:  # mostly while training: steps, evaluations and per-epoch saves
+        deadline = time.time() + 60
+        while started() == before and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.5))
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     folder = os.path.dirname(last)

@@ -163,14 +163,15 @@ class Trainer:
         self.ema = None
         if t.ema_decay:
             self.ema = EMA(self.model, t.ema_decay, every=t.ema_every)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
+        optim_cfg = self._scaled_optim(cfg.optim, t)
+        self.optimizer = build_optimizer(self.model, optim_cfg)
         self.steps_per_epoch = max(1, len(self.data.train) // t.accumulate_grad_batches)
         self.scheduler = build_scheduler(
             self.optimizer,
             cfg.sched,
             steps_per_epoch=self.steps_per_epoch,
             epochs=t.epochs,
-            lr=cfg.optim.lr,
+            lr=optim_cfg.lr,
         )
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "16-mixed" else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
@@ -179,6 +180,27 @@ class Trainer:
         # whose validation top-1 picks best.pt; the EMA's when there is one, unless told otherwise
         self.best_by = t.best_by or ("ema" if self.ema is not None else "raw")
         self.train_time, self.images_seen = 0.0, 0  # over the whole run, resumes included
+
+    def _scaled_optim(self, optim: DictConfig, t: DictConfig) -> DictConfig:
+        """optim.lr is the rate of optim.base_batch_size images a step; another global batch
+        scales it linearly (Goyal et al. 2017; the recipes' warm-up covers the first epochs)."""
+        global_batch = t.batch_size * self.dist.world_size * t.accumulate_grad_batches
+        base = optim.get("base_batch_size")
+        scaled = optim.copy()
+        if base:
+            scaled.lr = optim.lr * global_batch / base
+        log.info(
+            "global batch %d (trainer.batch_size %d x %d ranks x %d accumulated), lr %.4g%s",
+            global_batch,
+            t.batch_size,
+            self.dist.world_size,
+            t.accumulate_grad_batches,
+            scaled.lr,
+            f" (optim.lr {optim.lr:g} x {global_batch} / optim.base_batch_size {base})"
+            if base
+            else "",
+        )
+        return scaled
 
     @staticmethod
     def _mixing(t, num_classes: int):
