@@ -38,6 +38,10 @@ class ModelConfig:
     out_indices: list[int] | None = None
     layers: list[int] | None = None
     radix: int | None = None
+    # fine-tuning: torchvision[:WEIGHTS] | timm[:model.tag] | a path; parts kept fixed
+    pretrained: str | None = None
+    pretrained_ema: bool = False  # a resnets checkpoint's EMA weights instead of its model
+    freeze: list[str] | None = None  # stem, layer1 .. layer4
 
 
 @dataclass
@@ -85,6 +89,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     no_decay_norm_bias: bool = True
+    head_lr_mult: float = 1.0  # the classifier's learning rate relative to the rest
     # lr is for this many images a step (global batch); null: lr as given at any batch
     base_batch_size: int | None = None
 
@@ -189,6 +194,7 @@ POSITIVE: tuple[str, ...] = (
     "trainer.save_every",
     "trainer.ema_every",
     "optim.lr",
+    "optim.head_lr_mult",
     "optim.eps",
     "data.image_size",
     "data.fake_size",

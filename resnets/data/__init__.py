@@ -105,8 +105,12 @@ def build_data(
     rank: int = 0,
     world_size: int = 1,
     split: str | None = None,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> DataBundle:
-    """Train and evaluation loaders for `cfg` (a `data` config node); `split` picks what `val` scores."""
+    """Train and evaluation loaders for `cfg` (a `data` config node); `split` picks what `val` scores.
+
+    `stats`: (mean, std) of pretrained weights, used instead of the dataset's own when
+    data.mean/std are unset (averaged over channels for one-channel images)."""
     name = cfg["name"]
     if name not in DATASETS:
         raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(DATASETS)}")
@@ -148,6 +152,7 @@ def build_data(
         world_size=world_size,
         workers=num_workers,
         split=split,
+        stats=stats,
     )
     if name in IN_MEMORY:
         return _in_memory_bundle(_load_arrays(cfg), loader=loader, **common)
@@ -164,8 +169,14 @@ def _load_arrays(cfg: Mapping[str, Any]) -> ArrayDataset:
 
 
 def _stats(
-    cfg, default_mean, default_std, channels: int
+    cfg, default_mean, default_std, channels: int, weights_stats=None
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if weights_stats is not None:
+        default_mean, default_std = (
+            # a one-channel image meets summed first-conv weights: average the channel statistics
+            (sum(v) / len(v),) if channels == 1 and len(v) != 1 else tuple(v)
+            for v in weights_stats
+        )
     mean = tuple(cfg.get("mean") or default_mean)
     std = tuple(cfg.get("std") or default_std)
     for field, values in (("mean", mean), ("std", std)):
@@ -198,13 +209,18 @@ def _in_memory_bundle(
     world_size,
     workers,
     split,
+    stats=None,
 ) -> DataBundle:
     check_arrays(arrays, cfg["name"])
-    mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]))
+    mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]), stats)
     aug = cfg["augment"]
     evaluated = arrays.train if split == "train" else arrays.val
     _check_classes(cfg, len(arrays.class_names))
-    size = int(arrays.train.images.shape[-1])
+    stored = int(arrays.train.images.shape[-1])
+    # CIFAR is stored at 32 px; another data.image_size upsamples each batch (digits and fake
+    # are generated at data.image_size already)
+    size = int(cfg.get("image_size") or stored)
+    resize = size if size != stored else None
     shard = dict(seed=seed, rank=rank, world_size=world_size)
     if loader == "tensor":
         if aug.get("auto_augment") or aug.get("random_erasing"):
@@ -224,6 +240,7 @@ def _in_memory_bundle(
             hflip=bool(aug.get("hflip", False)),
             cutout=int(aug.get("cutout", 0)),
             drop_last=bool(cfg.get("drop_last", True)),
+            resize=resize,
             **shard,
         )
         val = TensorLoader(
@@ -234,6 +251,7 @@ def _in_memory_bundle(
             std=std,
             device=device,
             train=False,
+            resize=resize,
             **shard,
         )
     else:
@@ -241,7 +259,7 @@ def _in_memory_bundle(
             raise DataError("data.augment.cutout needs data.loader=tensor; use random_erasing here")
         options = _loader_options(cfg, workers)
         train = SamplerLoader(
-            TensorImageDataset(arrays.train, T.small_image_train(aug, size, mean, std)),
+            TensorImageDataset(arrays.train, T.small_image_train(aug, stored, mean, std, resize)),
             batch_size=batch_size,
             train=True,
             drop_last=bool(cfg.get("drop_last", True)),
@@ -249,7 +267,7 @@ def _in_memory_bundle(
             **shard,
         )
         val = SamplerLoader(
-            TensorImageDataset(evaluated, T.small_image_eval(mean, std)),
+            TensorImageDataset(evaluated, T.small_image_eval(mean, std, resize)),
             batch_size=eval_batch_size,
             train=False,
             drop_last=False,
@@ -351,12 +369,12 @@ def _device_transforms(
 
 
 def _folder_bundle(
-    *, cfg, batch_size, eval_batch_size, device, seed, rank, world_size, workers, split
+    *, cfg, batch_size, eval_batch_size, device, seed, rank, world_size, workers, split, stats=None
 ) -> DataBundle:
     from sklearn.model_selection import train_test_split
 
     root = str(cfg["root"])
-    mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3)
+    mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3, stats)
     aug, size = cfg["augment"], int(cfg.get("image_size", 224))
     val_resize, val_crop = T.eval_geometry(cfg, size)
     train_tf = T.folder_train(aug, size, mean, std)

@@ -28,8 +28,9 @@ from ..config import ConfigError, validate
 from ..data import build_data
 from ..data.bad_images import unreadable_images
 from ..models import build_model_from_config
+from ..models.pretrained import pretrained_stats
 from ..models.summary import count_flops, count_macs
-from ..optim import build_optimizer, build_scheduler
+from ..optim import build_optimizer, build_scheduler, learning_rates
 from ..runtime import apply_device_defaults, check_runtime
 from . import distributed as D
 from .checkpoint import (
@@ -143,6 +144,7 @@ class Trainer:
             seed=cfg.seed,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
+            stats=pretrained_stats(cfg.model),
         )
         if len(self.data.train) == 0:
             raise ConfigError(
@@ -157,6 +159,7 @@ class Trainer:
             in_chans=self.data.in_chans,
             image_size=self.data.image_size,
         )
+        record_resolved(cfg, self.data, self.model)
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model.to(device, memory_format=self.memory_format)
@@ -471,7 +474,7 @@ class Trainer:
                 stats = {
                     "train/loss": sums[0].item() / n,
                     "train/acc": 100 * sums[1].item() / n,
-                    "lr": self.optimizer.param_groups[0]["lr"],
+                    **learning_rates(self.optimizer),
                     "perf/images_per_s": window_images * self.dist.world_size / max(elapsed, 1e-9),
                 }
                 if grad_norm is not None:
@@ -699,6 +702,17 @@ def _figures(name: str, stats: dict[str, float] | None, top5: bool = True) -> st
         return f"{name}: -"
     text = f"{name} loss {stats['loss']:.4f} top-1 {stats['top1']:.2f}%"
     return text + (f" top-5 {stats['top5']:.2f}%" if top5 else "")
+
+
+def record_resolved(cfg: DictConfig, data, model: nn.Module) -> None:
+    """With pretrained weights, write the stem and statistics they chose into the config that
+    checkpoints store, so evaluation and export rebuild the same network without the weights."""
+    if not cfg.model.get("pretrained"):
+        return
+    if cfg.model.get("stem") in (None, "auto") and hasattr(model, "stem_type"):
+        cfg.model.stem = model.stem_type
+    if not cfg.data.get("mean"):
+        cfg.data.mean, cfg.data.std = list(data.mean), list(data.std)
 
 
 def stop_message(signum: int, step: int, out: Path) -> str:
