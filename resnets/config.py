@@ -57,7 +57,7 @@ class AugmentConfig:
 @dataclass
 class DataConfig:
     name: str = MISSING
-    root: str = "data"
+    root: str | None = "data"  # null in conf/data/imagefolder.yaml: the user must name it
     download: bool = False
     loader: str = "auto"  # auto | tensor | torchvision
     image_size: int = 32
@@ -133,7 +133,11 @@ class TrainerConfig:
     cutmix_alpha: float = 0.0
     ema_decay: float | None = None  # per optimizer step
     ema_every: int = 1  # update the EMA every k steps (with decay**k)
+    # raw | ema: whose val top-1 picks best.pt (null: ema when EMA is on)
+    best_by: str | None = None
     progress: bool = True
+    # without a progress bar (batch jobs): a log line every N steps, 0 off
+    progress_every: int = 100
     save_every: int = 1
     sync_batchnorm: bool = False
     dist_backend: str = "auto"  # auto | nccl | gloo
@@ -164,7 +168,10 @@ class TrainConfig:
 
 
 def register_configs() -> None:
+    from .run_record import register_record_resolver
+
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    register_record_resolver()
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -260,6 +267,20 @@ def validate(cfg: DictConfig) -> None:
     if t.max_steps is not None and t.max_steps <= 0:
         raise ConfigError(
             f"trainer.max_steps={t.max_steps!r} is not valid; accepted: a positive integer or null"
+        )
+    if t.best_by not in (None, "raw", "ema"):
+        raise ConfigError(
+            f"trainer.best_by={t.best_by!r} is not valid; accepted: null (ema when EMA is on), raw, ema"
+        )
+    if t.best_by == "ema" and not t.ema_decay:
+        raise ConfigError(
+            "trainer.best_by='ema' needs an EMA of the weights; set trainer.ema_decay "
+            "(e.g. 0.999) or use trainer.best_by=raw"
+        )
+    if t.progress_every < 0:
+        raise ConfigError(
+            f"trainer.progress_every={t.progress_every!r} is not valid; accepted: 0 (off) or a "
+            "positive number of steps"
         )
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
         raise ConfigError(

@@ -31,6 +31,10 @@ from .loaders import SamplerLoader, TensorLoader
 IN_MEMORY = ("digits", "cifar10", "cifar100", "fake")
 FOLDERS = ("imagenet", "imagefolder")
 DATASETS = IN_MEMORY + FOLDERS
+NO_TEST_SPLIT = {
+    "digits": "its validation images are a stratified data.val_fraction of the 1,797 digits",
+    "fake": "it is generated: train and val only",
+}
 
 __all__ = ["DATASETS", "DataBundle", "DataError", "build_data"]
 
@@ -120,9 +124,20 @@ def build_data(
             f"data.gpu_decode=true decodes image folders; data.name={name!r} is already decoded "
             f"in memory (accepted with gpu_decode: {', '.join(FOLDERS)})"
         )
+    if name in FOLDERS and not cfg.get("root"):
+        raise DataError(
+            f"data={name} needs data.root=PATH: a folder holding train/<class>/<images> "
+            "(and val/<class>/..., or a data.val_fraction split of train/)"
+        )
     split = split or cfg.get("split", "val")
     if split not in ("val", "test", "train"):
         raise DataError(f"data.split={split!r} is not valid; accepted: val, test, train")
+    if split == "test" and name in NO_TEST_SPLIT:
+        # scoring the validation images under the name "test" would mislead
+        raise DataError(
+            f"data.split='test': {name} has no test split ({NO_TEST_SPLIT[name]}); "
+            f"accepted for data={name}: val, train"
+        )
     loader = cfg.get("loader", "auto")
     if loader == "auto":
         loader = "tensor" if name in IN_MEMORY else "torchvision"

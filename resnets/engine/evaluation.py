@@ -23,7 +23,7 @@ from ..config import ConfigError
 from ..data import DataBundle, build_data
 from ..models import build_model_from_config
 from ..models.pretrained import parse_spec, preprocessing_for, pretrained_stats, state_from_file
-from ..models.summary import count_flops
+from ..models.summary import count_flops, count_macs
 from ..runtime import check_runtime
 from . import distributed as D
 from .checkpoint import CheckpointError
@@ -186,18 +186,42 @@ def collect_logits(
     return local[0], local[1], n_local / max(seconds, 1e-9)
 
 
-def eval_dir_for(cfg: DictConfig, ckpt: Path | None, default_root: Path, split: str) -> Path:
-    tag = "eval" + "".join(
-        f"-{part}"
-        for part, on in ((split, split != "val"), ("ema", cfg.use_ema), ("flip", cfg.tta == "flip"))
-        if on
-    )
+def report_name(cfg: DictConfig, source: Path, split: str) -> str:
+    """The report's folder name: the checkpoint's name and every setting that changes the scores,
+    so scoring last.pt, or best.pt another way, never overwrites another report."""
+    parts = [source.stem]
+    parts += [split] if split != "val" else []
+    parts += ["ema"] if cfg.use_ema else []
+    parts += ["flip"] if cfg.tta == "flip" else []
+    parts += [str(cfg.precision).replace("-mixed", "")] if str(cfg.precision) != "32" else []
+    return "-".join(parts)
+
+
+def eval_dir_for(
+    cfg: DictConfig, source: Path, default_root: Path, split: str, is_run: bool
+) -> Path:
+    """<run>/eval/<report name>/ for a run's checkpoint; <output dir>/<report name>/ otherwise."""
     if cfg.get("output_dir"):
         return Path(cfg.output_dir)
-    if ckpt is not None:
-        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-        return run_dir / tag
-    return default_root / tag
+    name = report_name(cfg, source, split)
+    if is_run:
+        return run_dir_of(source) / "eval" / name
+    return default_root / name
+
+
+def run_dir_of(ckpt: Path) -> Path:
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def flip_warning(cfg: DictConfig, run: DictConfig) -> str | None:
+    """tta=flip scores mirror images: a network trained without flips never saw them."""
+    if cfg.tta != "flip" or OmegaConf.select(run, "data.augment.hflip", default=True):
+        return None
+    return (
+        "tta=flip on a network trained without horizontal flips (data.augment.hflip=false): "
+        "mirrored images are new to it (on digits, a mirrored digit is another symbol) and "
+        "usually lower accuracy; use tta=none"
+    )
 
 
 def evaluate_run(
@@ -221,6 +245,9 @@ def evaluate_run(
     )
     info = D.init_distributed(run.trainer)
     split = str(run.data.get("split", "val"))
+    warnings = [w for w in (flip_warning(cfg, run),) if w]
+    for warning in warnings:
+        log.warning(warning)
     t = run.trainer
     model, data = restore_model_and_data(
         run, weights, source, device=info.device, rank=info.rank, world_size=info.world_size
@@ -230,7 +257,7 @@ def evaluate_run(
     )
     report = classification_report(logits, labels, data.class_names)
     eval_size = int(run.data.get("val_crop") or data.image_size)
-    out = eval_dir_for(cfg, ckpt, default_root, split)
+    out = eval_dir_for(cfg, source, default_root, split, is_run=ckpt is not None)
     matrix = report.pop("confusion_matrix")
     metrics = {
         "checkpoint": str(source),
@@ -243,16 +270,26 @@ def evaluate_run(
         **report,
         "images_per_s": images_per_s * info.world_size,
         "num_params": sum(p.numel() for p in model.parameters()),
+        "gmacs": count_macs(model, eval_size, data.in_chans) / 1e9,
         "gflops": count_flops(model, eval_size, data.in_chans) / 1e9,
         "step": int(state["step"]) if state else None,
+        "warnings": warnings,
+        "report_dir": str(out),
     }
     if info.is_main:
-        _write_report(out, metrics, matrix, data.class_names, plots)
+        # beside the run's training curves, so the printed `tensorboard --logdir <run>/tb` shows it
+        tb_dir = run_dir_of(ckpt) / "tb" / f"eval-{out.name}" if ckpt is not None else out / "tb"
+        _write_report(out, metrics, matrix, data.class_names, plots, tb_dir)
     return metrics
 
 
 def _write_report(
-    out: Path, metrics: dict, matrix: torch.Tensor, class_names: list[str], plots: bool
+    out: Path,
+    metrics: dict,
+    matrix: torch.Tensor,
+    class_names: list[str],
+    plots: bool,
+    tb_dir: Path,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -261,10 +298,12 @@ def _write_report(
         writer.writeheader()
         writer.writerows(metrics["per_class"])
     torch.save(matrix, out / "confusion_matrix.pt")
+    pngs = []
     if plots:
         reliability_diagram(metrics["reliability"], metrics["ece"], out / "reliability.png")
         confusion_figure(matrix, class_names, out / "confusion_matrix.png")
-    tb = TensorBoard(out / "tb")
+        pngs = ["reliability.png", "confusion_matrix.png"]
+    tb = TensorBoard(tb_dir)
     step = metrics["step"] or 0
     tb.scalars(
         {
@@ -273,8 +312,10 @@ def _write_report(
         },
         step,
     )
+    for png in pngs:
+        tb.png(f"eval/{Path(png).stem}", out / png, step)
     tb.close()
-    log.info("wrote %s", out)
+    log.info("wrote %s (TensorBoard: tensorboard --logdir %s)", out, tb_dir.parent)
 
 
 def format_table(metrics: dict) -> str:
@@ -291,7 +332,8 @@ def format_table(metrics: dict) -> str:
         ("macro F1", f"{metrics['macro_f1']:.4f}"),
         ("images/s", f"{metrics['images_per_s']:.0f}"),
         ("parameters", f"{metrics['num_params']:,}"),
-        ("GFLOPs", f"{metrics['gflops']:.3f}"),
+        ("GMACs / GFLOPs", f"{metrics['gmacs']:.3f} / {metrics['gflops']:.3f} (1 MAC = 2 FLOPs)"),
+        ("report", metrics.get("report_dir", "")),
     ]
     width = max(len(k) for k, _ in rows) + 2
     return "\n".join(f"{k:<{width}}{v}" for k, v in rows)

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from ..data.bad_images import unreadable_images
 from ..data.plan import mix_seeds
 from ..models import build_model_from_config
 from ..models.pretrained import pretrained_stats
-from ..models.summary import count_flops
+from ..models.summary import count_flops, count_macs
 from ..optim import build_optimizer, build_scheduler, learning_rates
 from ..runtime import apply_device_defaults, check_runtime
 from . import distributed as D
@@ -46,9 +47,11 @@ from .checkpoint import (
     set_aside_previous,
 )
 from .ema import EMA
+from .hparams import result_hparams
 from .logging import TensorBoard, log_file, progress, silence_file_logs
 from .metrics import topk_correct_tensor
 from .signals import StopRequest
+from .state_fit import mismatch
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +200,9 @@ class Trainer:
         self.mix = self._mixing(t, self.data.num_classes)
         self.epoch, self.step, self.samples_in_epoch = 0, 0, 0
         self.best, self.best_epoch, self.val_pending = -1.0, -1, False
+        # whose validation top-1 picks best.pt; the EMA's when there is one, unless told otherwise
+        self.best_by = t.best_by or ("ema" if self.ema is not None else "raw")
+        self.train_time, self.images_seen = 0.0, 0  # over the whole run, resumes included
         self._build_schedule()  # a resume lays it out again
 
     def _reset_hyperparameters(self) -> None:
@@ -266,6 +272,8 @@ class Trainer:
             "val_pending": self.val_pending,
             "best": self.best,
             "best_epoch": self.best_epoch,
+            "train_time_s": self.train_time,
+            "images_seen": self.images_seen,
             "rng": rank_rng[0],
             "rank_rng": rank_rng,
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
@@ -282,10 +290,13 @@ class Trainer:
         R.check_resumable(path, old_settings, self.settings, samples)
         try:
             self.model.load_state_dict(state["model"])
-        except RuntimeError as err:
+        except RuntimeError:
+            why = mismatch(self.model, state["model"], state.get("config"), self.cfg.model)
             raise CheckpointError(
-                path, f"does not fit model {self.cfg.model.name!r}: {str(err).splitlines()[0]}"
-            ) from err
+                path,
+                f"does not fit model {self.cfg.model.name!r}: {why}. Resume with the "
+                "checkpoint's settings, or start afresh in another directory (hydra.run.dir=...)",
+            ) from None
         self.epoch, self.step, self.samples_in_epoch = (
             int(state["epoch"]),
             int(state["step"]),
@@ -294,6 +305,8 @@ class Trainer:
         self.best = float(state.get("best", -1.0))
         self.best_epoch = int(state.get("best_epoch", -1))
         self.val_pending = bool(state.get("val_pending", False))
+        self.train_time = float(state.get("train_time_s", 0.0))
+        self.images_seen = int(state.get("images_seen", 0))
         if self.ema is not None:
             if state.get("ema") is not None:
                 self.ema.load_state_dict(state["ema"])
@@ -470,30 +483,30 @@ class Trainer:
             device,
         )
         started = time.perf_counter()
-        images_seen, train_time = 0, 0.0
         last_train: dict[str, float] = {}
-        last_val: dict[str, float] = {}
+        last_val: dict[str, Any] = {}
         try:
             if self.val_pending:  # stopped right after an epoch's last step, before validating
                 self.val_pending = False
-                last_val = self._validate_and_save(0.0, 0, finished_epoch=True)
+                last_val = self._validate_and_save(0.0, 0, finished_epoch=True, train={})
             with torch.autograd.set_detect_anomaly(t.detect_anomaly):
                 while self.epoch < t.epochs and not self._reached_max_steps():
                     epoch_start = time.perf_counter()
                     last_train, seen, finished = self._train_epoch(net, forward, stop)
-                    images_seen += seen
+                    self.images_seen += seen
                     epoch_time = time.perf_counter() - epoch_start
-                    train_time += epoch_time
+                    self.train_time += epoch_time
                     if stop.requested:
                         self.val_pending = finished  # the resumed run validates it first
                         break
                     if finished or self._reached_max_steps():
-                        last_val = self._validate_and_save(epoch_time, seen, finished) or last_val
+                        last_val = (
+                            self._validate_and_save(epoch_time, seen, finished, last_train)
+                            or last_val
+                        )
             if stop.requested:
                 self._save("last.pt")
-                log.warning(
-                    "stopped by signal %d at step %d; last.pt written", stop.signum, self.step
-                )
+                log.warning(stop_message(int(stop.signum), self.step, self.out))
                 stop.hand_over()  # under submitit: requeue the job (exits here on rank 0)
                 raise TrainingInterrupted(128 + int(stop.signum))
         finally:
@@ -505,23 +518,22 @@ class Trainer:
                 f"trainer.epochs={t.epochs}); nothing was trained or saved"
             )
         if not last_val:  # resumed a finished run: report the checkpoint's model
-            last_val = evaluate_model(
-                self.model, self.data.val, device, t.precision, t.channels_last
-            )
+            last_val = self._evaluate()
         if self.best < 0:  # never a placeholder: a checkpoint that has not been scored yet
-            self.best, self.best_epoch = last_val["top1"], self.epoch
-        metrics = self._final_metrics(
-            last_train, last_val, time.perf_counter() - started, images_seen, train_time
-        )
+            ema = last_val.get("ema")
+            self.best = ema["top1"] if self.best_by == "ema" and ema else last_val["top1"]
+            self.best_epoch = self.epoch
+        metrics = self._final_metrics(last_train, last_val, time.perf_counter() - started)
         if main:
             (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            self.tb.hparams(
-                _flat_hparams(cfg),
-                {"hparam/best_val_top1": self.best, "hparam/val_top1": metrics["val_top1"]},
-            )
+            final = {"hparam/best_val_top1": self.best, "hparam/val_top1": metrics["val_top1"]}
+            if metrics["val_ema_top1"] is not None:
+                final["hparam/val_ema_top1"] = metrics["val_ema_top1"]
+            self.tb.hparams(result_hparams(cfg, self.dist.world_size), final)
             log.info(
-                "best val top-1 %.2f%% (epoch %d); outputs in %s",
+                "best val top-1 %.2f%% (%s weights, epoch %d); outputs in %s",
                 self.best,
+                "EMA" if self.best_by == "ema" else "raw",
                 self.best_epoch,
                 self.out,
             )
@@ -552,6 +564,7 @@ class Trainer:
         batches = len(loader)  # this pass, on this rank: a multiple of `accumulate`
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, samples
         window_start, window_images, seen, step_images, done = time.perf_counter(), 0, 0, 0, 0
+        epoch_start = window_start
         bar = progress(
             loader,
             enabled=t.progress and self.dist.is_main,
@@ -613,6 +626,26 @@ class Trainer:
                     ips=f"{stats['perf/images_per_s']:.0f}",
                 )
                 window_start, window_images = time.perf_counter(), 0
+            if (
+                bar.disable
+                and self.dist.is_main
+                and t.progress_every
+                and (self.step % t.progress_every == 0)
+            ):
+                n = max(sums[2].item(), 1)
+                log.info(
+                    "epoch %d/%d step %d (batch %d/%d): train loss %.4f top-1 %.2f%%, lr %.3g, "
+                    "%.0f images/s",
+                    self.epoch + 1,
+                    t.epochs,
+                    self.step,
+                    i + 1,
+                    batches,
+                    sums[0].item() / n,
+                    100 * sums[1].item() / n,
+                    self.optimizer.param_groups[0]["lr"],
+                    seen * self.dist.world_size / max(time.perf_counter() - epoch_start, 1e-9),
+                )
             # ranks must stop (and save) at the same step; they compare notes where the loop
             # syncs anyway
             stopping = self._agree_to_stop(stop, at_sync_point)
@@ -699,16 +732,30 @@ class Trainer:
             "Lower optim.lr, set trainer.grad_clip, or use trainer.precision=32."
         )
 
-    def _validate_and_save(
-        self, epoch_time: float, seen: int, finished_epoch: bool
-    ) -> dict[str, float]:
+    def _evaluate(self) -> dict[str, Any]:
+        """Validation figures of the weights, and under "ema" those of the EMA (or None)."""
         t, device = self.cfg.trainer, self.dist.device
+        val: dict[str, Any] = evaluate_model(
+            self.model, self.data.val, device, t.precision, t.channels_last
+        )
+        val["ema"] = None
+        if self.ema is not None:
+            val["ema"] = evaluate_model(
+                self.ema.module, self.data.val, device, t.precision, t.channels_last
+            )
+        return val
+
+    def _validate_and_save(
+        self, epoch_time: float, seen: int, finished_epoch: bool, train: dict[str, float]
+    ) -> dict[str, Any]:
+        t = self.cfg.trainer
         # the run ends here (or pauses inside an epoch): always evaluate and save
         last = not finished_epoch or self.epoch >= t.epochs or self._reached_max_steps()
-        val: dict[str, float] = {}
+        val: dict[str, Any] = {}
         if last or self.epoch % t.eval_every == 0:
             self._share_buffers()
-            val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
+            val = self._evaluate()
+            ema = val["ema"]
             if not math.isfinite(val["loss"]):
                 raise NonFiniteLossError(
                     self._non_finite_message(
@@ -716,10 +763,7 @@ class Trainer:
                     )
                 )
             scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
-            if self.ema is not None:
-                ema = evaluate_model(
-                    self.ema.module, self.data.val, device, t.precision, t.channels_last
-                )
+            if ema is not None:
                 scalars.update(
                     {
                         "val_ema/loss": ema["loss"],
@@ -734,17 +778,23 @@ class Trainer:
                 }
             )
             self.tb.scalars(scalars, self.step)
+            # a partial epoch (stopped by max_steps) is named by the epoch it ran in
+            epoch = self.epoch if finished_epoch else self.epoch + 1
+            where = f"epoch {epoch}/{t.epochs}" + (
+                "" if finished_epoch else f" (partial, {self.samples_in_epoch} images)"
+            )
             log.info(
-                "epoch %d step %d: val loss %.4f top-1 %.2f%% top-5 %.2f%% (%.1fs)",
-                self.epoch,
+                "%s step %d: %s | %s%s | %.1fs",
+                where,
                 self.step,
-                val["loss"],
-                val["top1"],
-                val["top5"],
+                _figures("train", train, top5=False),
+                _figures("val", val),
+                f" | {_figures('EMA val', ema)}" if ema is not None else "",
                 epoch_time,
             )
-            if val["top1"] > self.best:
-                self.best, self.best_epoch = val["top1"], self.epoch
+            score = ema["top1"] if self.best_by == "ema" else val["top1"]
+            if score > self.best:
+                self.best, self.best_epoch = score, epoch
                 self._save("best.pt")
         if last or self.epoch % t.save_every == 0:
             self._save("last.pt")
@@ -758,7 +808,7 @@ class Trainer:
         if self.ema is not None:
             D.broadcast_buffers(self.ema.module)
 
-    def _final_metrics(self, train_stats, val, wall, images_seen, train_time) -> dict[str, Any]:
+    def _final_metrics(self, train_stats, val, wall) -> dict[str, Any]:
         cfg = self.cfg
         try:
             from hydra.core.hydra_config import HydraConfig
@@ -766,25 +816,30 @@ class Trainer:
             overrides = list(HydraConfig.get().overrides.task)
         except (ValueError, ImportError):
             overrides = []
+        ema = val.get("ema") or {}
         return {
             "status": "finished",  # a failed sweep job writes status "failed" and the reason
             "best_val_top1": self.best,
             "best_epoch": self.best_epoch,
+            "best_by": self.best_by,
             "val_top1": val.get("top1"),
             "val_top5": val.get("top5"),
             "val_loss": val.get("loss"),
+            "val_ema_top1": ema.get("top1"),
+            "val_ema_top5": ema.get("top5"),
+            "val_ema_loss": ema.get("loss"),
             "val_samples": val.get("n"),
             "train_loss": train_stats.get("loss"),
             "train_top1": train_stats.get("top1"),
             "epochs": self.epoch,
             "steps": self.step,
-            "steps_per_epoch": self.layout[
-                "steps_per_epoch"
-            ],  # puts TensorBoard's steps on an epoch axis
-            "train_time_s": round(train_time, 3),
+            "steps_per_epoch": self.layout["steps_per_epoch"],  # TensorBoard steps -> epochs
+            "train_time_s": round(self.train_time, 3),
             "wall_time_s": round(wall, 3),
-            "images_per_s": images_seen * self.dist.world_size / max(train_time, 1e-9),
+            "images_per_s": self.images_seen * self.dist.world_size / max(self.train_time, 1e-9),
             "num_params": self.num_params,
+            # both conventions: torchvision's docs' "GFLOPS" are gmacs; gflops = 2 x gmacs
+            "gmacs": count_macs(self.model, self.data.image_size, self.data.in_chans) / 1e9,
             "gflops": count_flops(self.model, self.data.image_size, self.data.in_chans) / 1e9,
             "model": cfg.model.name,
             "data": cfg.data.name,
@@ -792,6 +847,13 @@ class Trainer:
             # image files skipped as unreadable (this process's shard)
             "bad_images": unreadable_images(self.data.train, self.data.val),
         }
+
+
+def _figures(name: str, stats: dict[str, float] | None, top5: bool = True) -> str:
+    if not stats:
+        return f"{name}: -"
+    text = f"{name} loss {stats['loss']:.4f} top-1 {stats['top1']:.2f}%"
+    return text + (f" top-5 {stats['top5']:.2f}%" if top5 else "")
 
 
 def record_resolved(cfg: DictConfig, data, model: nn.Module) -> None:
@@ -805,19 +867,14 @@ def record_resolved(cfg: DictConfig, data, model: nn.Module) -> None:
         cfg.data.mean, cfg.data.std = list(data.mean), list(data.std)
 
 
-def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return {
-        k: v
-        for k, v in flat.items()
-        if k.split(".")[0] in ("model", "optim", "sched", "trainer", "data", "seed")
-    }
+def stop_message(signum: int, step: int, out: Path) -> str:
+    """What stopped the run and the command that continues it."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    what = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else f"{name} (signal {signum})"
+    return (
+        f"stopped by {what} at step {step}; last.pt written. To continue, run the same command "
+        f"with hydra.run.dir={out}"
+    )
