@@ -488,7 +488,7 @@ class Trainer:
         try:
             if self.val_pending:  # stopped right after an epoch's last step, before validating
                 self.val_pending = False
-                last_val = self._validate_and_save(0.0, 0, finished_epoch=True, train={})
+                last_val = self._validate_and_save(0.0, 0, finished_epoch=True)
             with torch.autograd.set_detect_anomaly(t.detect_anomaly):
                 while self.epoch < t.epochs and not self._reached_max_steps():
                     epoch_start = time.perf_counter()
@@ -746,7 +746,11 @@ class Trainer:
         return val
 
     def _validate_and_save(
-        self, epoch_time: float, seen: int, finished_epoch: bool, train: dict[str, float]
+        self,
+        epoch_time: float,
+        seen: int,
+        finished_epoch: bool,
+        train: dict[str, float] | None = None,
     ) -> dict[str, Any]:
         t = self.cfg.trainer
         # the run ends here (or pauses inside an epoch): always evaluate and save
