@@ -60,15 +60,30 @@ def summary_rows(results: dict[str, dict]) -> list[str]:
         if "skipped" in r:
             rows.append(f"| GPU benchmarks | - | - | - | - | skipped: {r['skipped']} |")
         else:
-            g = r["resnet50_224"]["images_per_s"]
+            r50, g = r["resnet50"], r["resnet50"]["images_per_s"]
+            gpu_name = r["machine"]["cuda"]
+            for mode in ("eager", "compiled"):
+                ratio = r50[f"ratio_trainer_vs_bare_{mode}"]
+                rows.append(
+                    f"| resnet50 224 px train images/s, {mode}, steady state ({gpu_name}) | "
+                    f"{g[f'trainer_{mode}']:,.0f} | {g[f'bare_{mode}']:,.0f} bare loop | "
+                    f"{ratio:.3f}x | >= 0.97x | {ratio >= 0.97} |"
+                )
             rows.append(
-                f"| resnet50 224 px train images/s ({r['machine']['cuda']}) | {g['trainer']:,.0f} | "
-                f"{g['bare_loop']:,.0f} bare / {g['torchvision_reference']:,.0f} torchvision ref | "
-                f"{r['resnet50_224']['ratio_vs_bare_loop']:.3f}x | >= 0.97x | "
-                f"{r['resnet50_224']['ratio_vs_bare_loop'] >= 0.97} |"
+                f"| resnet50 eager vs torchvision reference settings (fp16, NCHW) | "
+                f"{g['trainer_eager']:,.0f} | {g['torchvision_reference']:,.0f} | "
+                f"{r50['ratio_trainer_eager_vs_torchvision_reference']:.3f}x | - | - |"
             )
+            c = r["cifar_resnet18"]
             rows.append(
-                f"| CIFAR ResNet-18 epoch (s) | {r['cifar_resnet18_epoch_s']:.1f} | - | - | - | - |"
+                f"| CIFAR ResNet-18 steady epoch (s; first epoch {c['first_epoch_s']:.1f}) | "
+                f"{c['steady_epoch_s']:.2f} | - | - | - | - |"
+            )
+            d = r["gpu_decode"]
+            rows.append(
+                f"| gpu_decode images/s (500x375 JPEG -> 224) | {d['images_per_s']['gpu_decode']:,.0f} | "
+                f"{d['images_per_s']['workers']:,.0f} ({d['workers']} PIL workers) | "
+                f"{d['ratio_gpu_decode_vs_workers']:.2f}x | - | - |"
             )
     if "export" in results:
         r = results["export"]

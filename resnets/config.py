@@ -38,6 +38,10 @@ class ModelConfig:
     out_indices: list[int] | None = None
     layers: list[int] | None = None
     radix: int | None = None
+    # fine-tuning: torchvision[:WEIGHTS] | timm[:model.tag] | a path; parts kept fixed
+    pretrained: str | None = None
+    pretrained_ema: bool = False  # a resnets checkpoint's EMA weights instead of its model
+    freeze: list[str] | None = None  # stem, layer1 .. layer4
 
 
 @dataclass
@@ -53,7 +57,7 @@ class AugmentConfig:
 @dataclass
 class DataConfig:
     name: str = MISSING
-    root: str = "data"
+    root: str | None = "data"  # null in conf/data/imagefolder.yaml: the user must name it
     download: bool = False
     loader: str = "auto"  # auto | tensor | torchvision
     image_size: int = 32
@@ -85,6 +89,9 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     no_decay_norm_bias: bool = True
+    head_lr_mult: float = 1.0  # the classifier's learning rate relative to the rest
+    # lr is for this many images a step (global batch); null: lr as given at any batch
+    base_batch_size: int | None = None
 
 
 @dataclass
@@ -126,7 +133,11 @@ class TrainerConfig:
     cutmix_alpha: float = 0.0
     ema_decay: float | None = None  # per optimizer step
     ema_every: int = 1  # update the EMA every k steps (with decay**k)
+    # raw | ema: whose val top-1 picks best.pt (null: ema when EMA is on)
+    best_by: str | None = None
     progress: bool = True
+    # without a progress bar (batch jobs): a log line every N steps, 0 off
+    progress_every: int = 100
     save_every: int = 1
     sync_batchnorm: bool = False
     dist_backend: str = "auto"  # auto | nccl | gloo
@@ -157,7 +168,10 @@ class TrainConfig:
 
 
 def register_configs() -> None:
+    from .run_record import register_record_resolver
+
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    register_record_resolver()
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -180,6 +194,7 @@ POSITIVE: tuple[str, ...] = (
     "trainer.save_every",
     "trainer.ema_every",
     "optim.lr",
+    "optim.head_lr_mult",
     "optim.eps",
     "data.image_size",
     "data.fake_size",
@@ -253,6 +268,20 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.max_steps={t.max_steps!r} is not valid; accepted: a positive integer or null"
         )
+    if t.best_by not in (None, "raw", "ema"):
+        raise ConfigError(
+            f"trainer.best_by={t.best_by!r} is not valid; accepted: null (ema when EMA is on), raw, ema"
+        )
+    if t.best_by == "ema" and not t.ema_decay:
+        raise ConfigError(
+            "trainer.best_by='ema' needs an EMA of the weights; set trainer.ema_decay "
+            "(e.g. 0.999) or use trainer.best_by=raw"
+        )
+    if t.progress_every < 0:
+        raise ConfigError(
+            f"trainer.progress_every={t.progress_every!r} is not valid; accepted: 0 (off) or a "
+            "positive number of steps"
+        )
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
         raise ConfigError(
             f"trainer.ema_decay={t.ema_decay!r} is not valid; accepted: null or a number in (0, 1)"
@@ -262,6 +291,11 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"trainer.{name}={t[name]!r} is not valid; accepted: 0 (off) or a positive number"
             )
+    base = cfg.optim.get("base_batch_size")
+    if base is not None and base <= 0:
+        raise ConfigError(
+            f"optim.base_batch_size={base!r} is not valid; accepted: null or a positive integer"
+        )
     if t.grad_clip is not None and t.grad_clip <= 0:
         raise ConfigError(
             f"trainer.grad_clip={t.grad_clip!r} is not valid; accepted: null or a positive number"
@@ -369,7 +403,7 @@ class PredictConfig:
     model_file: str | None = None
     images: str | None = None
     use_ema: bool = False
-    topk: int = 5
+    topk: int | None = None  # null: 5, or every class when there are fewer
     batch_size: int = 32
     workers: int = 0
     output_dir: str | None = None

@@ -117,3 +117,11 @@ def cifar100_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def imagefolder_root(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("imagefolder"))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests that start several processes (torchrun, gloo) take tens of seconds each: they run
+    in `make test`, not in the quick `make test-fast` loop."""
+    for item in items:
+        if item.get_closest_marker("distributed") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)

@@ -517,3 +517,36 @@ def test_tensor_loader_augmentation_is_unchanged_for_a_fixed_seed() -> None:
             image[:, max(y0, 0) : max(y0 + 3, 0), max(x0, 0) : max(x0 + 3, 0)] = 0
             expected = (image.float() - 0.5 * 255) / (0.25 * 255)
             torch.testing.assert_close(x[k], expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("batch", "accumulate", "base", "expected"),
+    [(32, 4, 64, 0.2), (48, 1, 256, 0.1 * 48 / 256), (32, 4, None, 0.1)],
+)
+def test_lr_scales_linearly_with_the_global_batch(
+    tmp_path, caplog, batch, accumulate, base, expected
+):
+    overrides = [
+        *TINY,
+        "sched=constant",
+        "optim.lr=0.1",
+        f"trainer.batch_size={batch}",
+        f"trainer.accumulate_grad_batches={accumulate}",
+        f"optim.base_batch_size={'null' if base is None else base}",
+    ]
+    trainer = Trainer(compose_train(overrides), tmp_path)
+    with caplog.at_level("INFO"):
+        trainer._setup()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    assert f"global batch {batch * accumulate} (trainer.batch_size {batch} x 1 ranks" in caplog.text
+
+
+def test_two_ranks_double_the_lr_of_a_recipe(tmp_path, monkeypatch) -> None:
+    """The effective batch under DDP is batch_size x ranks: the rate follows it."""
+    trainer = Trainer(
+        compose_train([*TINY, "sched=constant", "optim.base_batch_size=64"]), tmp_path
+    )
+    trainer.dist = D.DistInfo(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
+    scaled = trainer._scaled_optim(trainer.cfg.optim, trainer.cfg.trainer)
+    assert scaled.lr == pytest.approx(trainer.cfg.optim.lr * 2 * 64 / 64)
+    assert trainer.cfg.optim.lr != scaled.lr  # the config itself is left as written

@@ -100,7 +100,7 @@ def test_two_gloo_processes_equal_one_process_accumulating(tmp_path) -> None:
     assert metrics["steps"] == 22
     # rank 0 alone writes: one log, each line once; every event file from one process
     log = (ddp_dir / "train.log").read_text()
-    assert log.count("epoch 1 step 22: val loss") == 1
+    assert log.count("epoch 1/1 step 22: train loss") == 1
     pids = {p.name.split(".")[-2] for p in (ddp_dir / "tb").rglob("events.out.tfevents.*")}
     assert len(pids) == 1
     assert sorted(p.name for p in (ddp_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
@@ -114,7 +114,7 @@ def test_two_gloo_processes_equal_one_process_accumulating(tmp_path) -> None:
         )
     )
     assert code == 0, out[-4000:]
-    scored = json.loads((ddp_dir / "eval" / "metrics.json").read_text())
+    scored = json.loads((ddp_dir / "eval" / "last" / "metrics.json").read_text())
     assert scored["samples"] == 361
     assert scored["top1"] == pytest.approx(metrics["val_top1"], abs=1e-9)
     assert scored["nll"] == pytest.approx(metrics["val_loss"], rel=1e-5)

@@ -61,7 +61,7 @@ def test_checkpoint_scores_equal_the_trainers_final_validation(tiny_run, tmp_pat
     )
     assert result.returncode == 0, result.stderr[-3000:]
     trained = read_metrics(tiny_run)
-    scored = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+    scored = json.loads((tiny_run / "eval" / "last" / "metrics.json").read_text())
     # a different batch size (256 vs 50) may move the last float bit, never a prediction
     assert scored["samples"] == trained["val_samples"] == 360
     assert scored["top1"] == pytest.approx(trained["val_top1"], abs=1e-9)
@@ -71,15 +71,15 @@ def test_checkpoint_scores_equal_the_trainers_final_validation(tiny_run, tmp_pat
     assert scored["gflops"] == pytest.approx(trained["gflops"], rel=1e-9)
     assert 0.0 <= scored["ece"] <= 1.0 and len(scored["per_class"]) == 10
     for name in ("reliability.png", "confusion_matrix.png", "per_class.csv", "confusion_matrix.pt"):
-        assert (tiny_run / "eval" / name).stat().st_size > 0, name
-    with open(tiny_run / "eval" / "per_class.csv") as f:
+        assert (tiny_run / "eval" / "last" / name).stat().st_size > 0, name
+    with open(tiny_run / "eval" / "last" / "per_class.csv") as f:
         rows = list(csv.DictReader(f))
     assert sum(int(r["support"]) for r in rows) == 360
-    matrix = torch.load(tiny_run / "eval" / "confusion_matrix.pt", weights_only=True)
+    matrix = torch.load(tiny_run / "eval" / "last" / "confusion_matrix.pt", weights_only=True)
     assert int(matrix.sum()) == 360
     assert 100 * int(matrix.diag().sum()) / 360 == pytest.approx(scored["top1"])
     assert "top-1" in result.stdout and f"{scored['top1']:.2f}%" in result.stdout
-    assert list((tiny_run / "eval" / "tb").glob("events.out.tfevents.*"))
+    assert list((tiny_run / "tb" / "eval-last").glob("events.out.tfevents.*"))
 
 
 def test_overrides_reach_split_and_test_time_augmentation(tiny_run, tmp_path) -> None:
@@ -93,9 +93,14 @@ def test_overrides_reach_split_and_test_time_augmentation(tiny_run, tmp_path) ->
         ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    scored = json.loads((tiny_run / "eval-train-flip" / "metrics.json").read_text())
+    scored = json.loads((tiny_run / "eval" / "best-train-flip-bf16" / "metrics.json").read_text())
     assert scored["split"] == "train" and scored["samples"] == 1437
     assert scored["tta"] == "flip" and scored["precision"] == "bf16-mixed"
+    # digits trains without flips: the mirror images are new to the network, and it says so
+    assert (
+        len(scored["warnings"]) == 1 and "trained without horizontal flips" in scored["warnings"][0]
+    )
+    assert "tta=flip on a network trained without horizontal flips" in result.stdout + result.stderr
 
 
 def test_checkpoint_for_another_model_is_a_one_line_error(tiny_run, tmp_path) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +123,10 @@ def test_predictions_equal_evaluate_on_the_same_files(folder_run, tmp_path, caps
     model, data = restore_model_and_data(run, state["model"], ckpt, device=torch.device("cpu"))
     logits, labels, _ = collect_logits(model, data.val, torch.device("cpu"), "32", "none", False)
     probs = torch.softmax(logits, 1)
-    samples = data.val.dataset.samples
+    dataset = data.val.dataset
+    while not hasattr(dataset, "samples"):  # wrappers (bad-image skipping) hold the ImageFolder
+        dataset = dataset.dataset
+    samples = dataset.samples
     assert len(samples) == len(rows)
     for (path, _label), p in zip(samples, probs, strict=True):
         row = rows[str(Path(path))]
@@ -176,6 +181,17 @@ def test_onnx_model_file_agrees_with_the_checkpoint(folder_run, tmp_path, capsys
             assert float(row[f"top{k}_probability"]) == pytest.approx(
                 float(other[f"top{k}_probability"]), abs=1e-5
             )
+    # no network code on this path: it runs with resnets.models and resnets.engine unimportable
+    argv = ["predict.py", *onnx_args, f"output_dir={tmp_path / 'd'}", f"hydra.run.dir={tmp_path}"]
+    blocked = (
+        "import runpy, sys; sys.modules['resnets.models'] = sys.modules['resnets.engine'] = None; "
+        f"sys.argv = {argv!r}; runpy.run_path({str(REPO / 'predict.py')!r}, run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", blocked], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_predictions(tmp_path / "d" / "predictions.csv") == by_onnx
     # without model.json the ONNX file's own metadata gives classes and preprocessing
     (export_dir / "model.json").unlink()
     assert predict(onnx_args, tmp_path / "c") == 0
@@ -204,7 +220,9 @@ def test_corrupt_and_text_files_are_skipped_and_counted(folder_run, tmp_path, ca
     assert "skipped corrupt.jpg: unreadable or corrupt (OSError" in printed.out
     rows = read_predictions(tmp_path / "out" / "predictions.csv")
     assert sorted(Path(f).name for f in rows) == sorted(p.name for p in good)
-    assert all(len([k for k in r if k.endswith("_class")]) == 3 for r in rows.values())  # topk=5>3
+    assert all(
+        len([k for k in r if k.endswith("_class")]) == 3 for r in rows.values()
+    )  # default: 5, or all 3
     with open(tmp_path / "out" / "skipped.csv") as f:
         skipped = {Path(r["file"]).name: r["reason"] for r in csv.DictReader(f)}
     assert set(skipped) == {"corrupt.jpg", "notes.txt"}
@@ -214,6 +232,9 @@ def test_corrupt_and_text_files_are_skipped_and_counted(folder_run, tmp_path, ca
     shutil.copy(mixed / "notes.txt", only_bad / "notes.txt")
     assert predict([f"ckpt={ckpt}", f"images={only_bad}", "topk=3"], tmp_path / "o2") == 1
     assert "no image could be predicted" in capsys.readouterr().err
+    # more classes asked for than the model has: refused, not cut
+    assert predict([f"ckpt={ckpt}", f"images={mixed}", "topk=4"], tmp_path / "o3") == 2
+    assert "topk=4 is not valid; accepted: 1 to 3" in capsys.readouterr().err
 
 
 def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys) -> None:
@@ -231,6 +252,7 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys) -> None:
         ([f"ckpt={corrupt}", f"model_file={text}", f"images={image}"], "exactly one of"),
         ([f"ckpt={corrupt}"], "needs images=PATH_OR_GLOB"),
         ([f"ckpt={corrupt}", f"images={image}", "topk=0"], "topk=0 is not valid"),
+        ([f"model_file={text}", f"images={image}", "batch_size=-1"], "batch_size=-1 is not valid"),
         ([f"model_file={tmp_path / 'm.tflite'}", f"images={image}"], "no such file"),
         ([f"model_file={image}", f"images={image}"], "unknown suffix '.png'; accepted: .onnx"),
         ([f"model_file={text}", f"images={image}"], "not a readable ONNX file"),

@@ -110,7 +110,7 @@ def test_seed_groups_mean_std_rank_and_lead_against_spread(tmp_path) -> None:
     assert ungrouped[0]["best_top1_mean"] == 92.0 and ungrouped[0]["best_top1_std"] is None
 
 
-def test_cli_writes_grouped_table_with_only_differing_overrides_rounded(tmp_path) -> None:
+def test_table_shows_only_differing_overrides_rounded_and_csv_keeps_all(tmp_path) -> None:
     sweep = tmp_path / "sweep"
     common = ["model=resnet20", "trainer.epochs=3"]
     for i, (lr, seed, top1) in enumerate(
@@ -517,7 +517,7 @@ def test_reproduce_digits_table_runs_the_papers_recipe_per_depth(tmp_path) -> No
     assert result.returncode == 0, result.stderr[-3000:]
     for job, depth in ((0, 20), (1, 110)):
         cfg = yaml.safe_load((sweep / str(job) / ".hydra" / "config.yaml").read_text())
-        assert cfg["model"]["name"] == f"resnet{depth}" and cfg["model"]["shortcut"] == "A"
+        assert cfg["model"]["name"] == f"resnet{depth}"
         assert cfg["data"]["name"] == "digits" and cfg["seed"] == 0
         assert cfg["optim"] == {**cfg["optim"], "lr": 0.1, "momentum": 0.9, "nesterov": False}
         assert cfg["optim"]["weight_decay"] == 1e-4 and not cfg["optim"]["no_decay_norm_bias"]
@@ -529,7 +529,10 @@ def test_reproduce_digits_table_runs_the_papers_recipe_per_depth(tmp_path) -> No
     assert warmup["warmup_epochs"] == 1 and warmup["warmup_start_factor"] == 0.1  # ResNet-110
     assert warmup["warmup_method"] == "constant"
     board = sweep_leaderboard(sweep, rescore=False, score=no_score, plots=False)
-    assert sorted(g["setting"][-1] for g in board["groups"]) == [
+    experiments = [
+        [o for o in g["setting"] if o.startswith("+experiment=")] for g in board["groups"]
+    ]
+    assert sorted(e for (e,) in experiments) == [
         "+experiment=cifar10_resnet110",
         "+experiment=cifar10_resnet20",
     ]
@@ -546,3 +549,89 @@ def test_cifar_experiments_carry_the_papers_figures() -> None:
         assert cfg.expected.tolerance == 0.5 and "He et al. 2015" in cfg.expected.source
         assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.trainer.batch_size) == (0.1, 1e-4, 128)
         assert list(cfg.sched.milestones) == [82, 123] and cfg.trainer.max_steps == 64000
+
+
+def _write_events(tb: Path, series: dict[str, list[float]], steps: list[int]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tb))
+    for tag, values in series.items():
+        for step, value in zip(steps, values, strict=True):
+            writer.add_scalar(tag, value, step)
+    writer.close()
+
+
+@pytest.mark.parametrize("weights", ["val", "val_ema"])
+def test_rescore_false_row_takes_every_best_figure_from_the_best_evaluation(
+    tmp_path, weights
+) -> None:
+    sweep = tmp_path / "sweep"
+    run = make_run(
+        sweep,
+        "0",
+        ["optim.lr=0.1"],
+        finished(70.0, 60.0, val_top5=95.0, val_loss=0.6, steps_per_epoch=5),
+    )
+    other = "val_ema" if weights == "val" else "val"
+    _write_events(
+        run / "tb",
+        {
+            f"{weights}/acc": [50.0, 70.0, 60.0],  # best at the second evaluation
+            f"{weights}/top5": [80.0, 90.0, 95.0],
+            f"{weights}/loss": [1.0, 0.5, 0.6],
+            f"{other}/acc": [40.0, 45.0, 50.0],
+            f"{other}/top5": [70.0, 71.0, 72.0],
+            f"{other}/loss": [2.0, 1.9, 1.8],
+        },
+        [5, 10, 15],
+    )
+    rows, _ = collect(sweep, rescore=False, score=no_score)
+    (row,) = rows
+    assert (row["best_top1"], row["best_top5"], row["best_loss"]) == (70.0, 90.0, 0.5)
+    assert (row["final_top1"], row["final_top5"], row["final_loss"]) == (60.0, 95.0, 0.6)
+    curve = row["curve"]
+    assert curve.unit == "epoch" and curve.x == [1.0, 2.0, 3.0]
+    # the curve is always the raw weights' validation top-1
+    assert curve.top1 == ([50.0, 70.0, 60.0] if weights == "val" else [40.0, 45.0, 50.0])
+
+
+def test_a_damaged_best_checkpoint_lists_the_run_when_rescoring(tmp_path) -> None:
+    from resnets.engine.checkpoint import CheckpointError, load_checkpoint
+
+    sweep = tmp_path / "sweep"
+    make_run(sweep, "0", ["optim.lr=0.1"], finished(70.0))
+    damaged = make_run(sweep, "1", ["optim.lr=0.2"], finished(80.0))
+    (damaged / "checkpoints").mkdir()
+    (damaged / "checkpoints" / "best.pt").write_bytes(b"PK\x03\x04 cut short")
+    rows, left_out = collect(sweep, rescore=True, score=load_checkpoint)
+    assert [r["run"] for r in rows] == ["0"]  # run 0 has no best.pt: its metrics.json is used
+    (bad,) = left_out
+    assert bad.name == "1" and bad.status == "broken"
+    assert str(damaged / "checkpoints" / "best.pt") in bad.reason
+    with pytest.raises(CheckpointError):
+        load_checkpoint(damaged / "checkpoints" / "best.pt")
+
+
+@pytest.mark.slow
+def test_optuna_search_in_the_leaderboard(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_train_cli(
+        [
+            "-m",
+            "hparams_search=digits_optuna",
+            "hydra.sweeper.n_trials=2",
+            *SWEEP_TINY,
+            "trainer.epochs=1",
+            "trainer.max_steps=3",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    board = sweep_leaderboard(sweep, rescore=False, score=no_score, plots=False)
+    marked = [g for g in board["groups"] if g.get("optuna_best")]
+    assert len(board["groups"]) == 2 and len(marked) == 1
+    assert marked[0]["best_top1_mean"] == pytest.approx(best["best_value"])
+    header = next(x for x in board["md"].read_text().splitlines() if x.startswith("| # |"))
+    for param in best["best_params"]:
+        assert f" {param} |" in header  # the searched parameters are columns

@@ -50,7 +50,7 @@ def test_used_by_command_on_real_format_cifar10(cifar10_root, tmp_path) -> None:
             and "name: resnext50_32x4d" in ckpt["config"]
         )
     assert (run_dir / ".hydra" / "config.yaml").exists()
-    assert "epoch 1 step 4: val loss" in (run_dir / "train.log").read_text()
+    assert "epoch 1/1 step 4: train loss" in (run_dir / "train.log").read_text()
     assert "stem=auto chose the cifar stem" in (run_dir / "train.log").read_text()
 
 

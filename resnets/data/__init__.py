@@ -30,6 +30,10 @@ from .loaders import SamplerLoader, TensorLoader
 IN_MEMORY = ("digits", "cifar10", "cifar100", "fake")
 FOLDERS = ("imagenet", "imagefolder")
 DATASETS = IN_MEMORY + FOLDERS
+NO_TEST_SPLIT = {
+    "digits": "its validation images are a stratified data.val_fraction of the 1,797 digits",
+    "fake": "it is generated: train and val only",
+}
 
 __all__ = ["DATASETS", "DataBundle", "DataError", "build_data"]
 
@@ -101,8 +105,12 @@ def build_data(
     rank: int = 0,
     world_size: int = 1,
     split: str | None = None,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> DataBundle:
-    """Train and evaluation loaders for `cfg` (a `data` config node); `split` picks what `val` scores."""
+    """Train and evaluation loaders for `cfg` (a `data` config node); `split` picks what `val` scores.
+
+    `stats`: (mean, std) of pretrained weights, used instead of the dataset's own when
+    data.mean/std are unset (averaged over channels for one-channel images)."""
     name = cfg["name"]
     if name not in DATASETS:
         raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(DATASETS)}")
@@ -113,9 +121,20 @@ def build_data(
             f"data.gpu_decode=true decodes image folders; data.name={name!r} is already decoded "
             f"in memory (accepted with gpu_decode: {', '.join(FOLDERS)})"
         )
+    if name in FOLDERS and not cfg.get("root"):
+        raise DataError(
+            f"data={name} needs data.root=PATH: a folder holding train/<class>/<images> "
+            "(and val/<class>/..., or a data.val_fraction split of train/)"
+        )
     split = split or cfg.get("split", "val")
     if split not in ("val", "test", "train"):
         raise DataError(f"data.split={split!r} is not valid; accepted: val, test, train")
+    if split == "test" and name in NO_TEST_SPLIT:
+        # scoring the validation images under the name "test" would mislead
+        raise DataError(
+            f"data.split='test': {name} has no test split ({NO_TEST_SPLIT[name]}); "
+            f"accepted for data={name}: val, train"
+        )
     loader = cfg.get("loader", "auto")
     if loader == "auto":
         loader = "tensor" if name in IN_MEMORY else "torchvision"
@@ -133,6 +152,7 @@ def build_data(
         world_size=world_size,
         workers=num_workers,
         split=split,
+        stats=stats,
     )
     if name in IN_MEMORY:
         return _in_memory_bundle(_load_arrays(cfg), loader=loader, **common)
@@ -149,8 +169,14 @@ def _load_arrays(cfg: Mapping[str, Any]) -> ArrayDataset:
 
 
 def _stats(
-    cfg, default_mean, default_std, channels: int
+    cfg, default_mean, default_std, channels: int, weights_stats=None
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if weights_stats is not None:
+        default_mean, default_std = (
+            # a one-channel image meets summed first-conv weights: average the channel statistics
+            (sum(v) / len(v),) if channels == 1 and len(v) != 1 else tuple(v)
+            for v in weights_stats
+        )
     mean = tuple(cfg.get("mean") or default_mean)
     std = tuple(cfg.get("std") or default_std)
     for field, values in (("mean", mean), ("std", std)):
@@ -183,13 +209,18 @@ def _in_memory_bundle(
     world_size,
     workers,
     split,
+    stats=None,
 ) -> DataBundle:
     check_arrays(arrays, cfg["name"])
-    mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]))
+    mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]), stats)
     aug = cfg["augment"]
     evaluated = arrays.train if split == "train" else arrays.val
     _check_classes(cfg, len(arrays.class_names))
-    size = int(arrays.train.images.shape[-1])
+    stored = int(arrays.train.images.shape[-1])
+    # CIFAR is stored at 32 px; another data.image_size upsamples each batch (digits and fake
+    # are generated at data.image_size already)
+    size = int(cfg.get("image_size") or stored)
+    resize = size if size != stored else None
     shard = dict(seed=seed, rank=rank, world_size=world_size)
     if loader == "tensor":
         if aug.get("auto_augment") or aug.get("random_erasing"):
@@ -209,6 +240,7 @@ def _in_memory_bundle(
             hflip=bool(aug.get("hflip", False)),
             cutout=int(aug.get("cutout", 0)),
             drop_last=bool(cfg.get("drop_last", True)),
+            resize=resize,
             **shard,
         )
         val = TensorLoader(
@@ -219,6 +251,7 @@ def _in_memory_bundle(
             std=std,
             device=device,
             train=False,
+            resize=resize,
             **shard,
         )
     else:
@@ -226,7 +259,7 @@ def _in_memory_bundle(
             raise DataError("data.augment.cutout needs data.loader=tensor; use random_erasing here")
         options = _loader_options(cfg, workers)
         train = SamplerLoader(
-            TensorImageDataset(arrays.train, T.small_image_train(aug, size, mean, std)),
+            TensorImageDataset(arrays.train, T.small_image_train(aug, stored, mean, std, resize)),
             batch_size=batch_size,
             train=True,
             drop_last=bool(cfg.get("drop_last", True)),
@@ -234,7 +267,7 @@ def _in_memory_bundle(
             **shard,
         )
         val = SamplerLoader(
-            TensorImageDataset(evaluated, T.small_image_eval(mean, std)),
+            TensorImageDataset(evaluated, T.small_image_eval(mean, std, resize)),
             batch_size=eval_batch_size,
             train=False,
             drop_last=False,
@@ -336,12 +369,12 @@ def _device_transforms(
 
 
 def _folder_bundle(
-    *, cfg, batch_size, eval_batch_size, device, seed, rank, world_size, workers, split
+    *, cfg, batch_size, eval_batch_size, device, seed, rank, world_size, workers, split, stats=None
 ) -> DataBundle:
     from sklearn.model_selection import train_test_split
 
     root = str(cfg["root"])
-    mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3)
+    mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3, stats)
     aug, size = cfg["augment"], int(cfg.get("image_size", 224))
     val_resize, val_crop = T.eval_geometry(cfg, size)
     train_tf = T.folder_train(aug, size, mean, std)

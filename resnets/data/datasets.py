@@ -143,7 +143,16 @@ def load_cifar(name: str, root: str, download: bool) -> ArrayDataset:
     if download and not folder.is_dir():
         from torchvision.datasets import CIFAR10, CIFAR100
 
-        (CIFAR10 if name == "cifar10" else CIFAR100)(root, train=True, download=True)
+        try:
+            (CIFAR10 if name == "cifar10" else CIFAR100)(root, train=True, download=True)
+        except OSError as err:  # urllib's URLError and socket errors: no network, proxy, DNS
+            reason = getattr(err, "reason", None) or err
+            raise DataError(
+                f"data.download=true could not fetch {CIFAR_URLS[name]} ({reason}). Without a "
+                f"network, fetch that archive elsewhere and put it in {root}/: data.download=true "
+                f"then unpacks it without a network (or unpack it there with tar xzf, giving "
+                f"{folder}/)"
+            ) from None
     if not folder.is_dir():
         raise DataError(
             f"data.root={root!r}: no {name} batches at {folder}. Set data.download=true "

@@ -117,9 +117,11 @@ class TensorLoader:
         drop_last: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        resize: int | None = None,
     ) -> None:
         device = torch.device(device)
         self.images = images.to(device)
+        self.resize = resize  # upsample each batch on the device (CIFAR for ImageNet weights)
         self.labels = labels.to(device)
         self.batch_size = batch_size
         self.device = device
@@ -169,7 +171,12 @@ class TensorLoader:
             images = self.images[idx]
             if self.train:
                 images = self.augment(images, self.batch_generator(b))
-            yield (images.float() - self.mean) / self.std, self.labels[idx]
+            images = (images.float() - self.mean) / self.std
+            if self.resize:
+                images = F.interpolate(
+                    images, size=(self.resize, self.resize), mode="bilinear", antialias=False
+                )
+            yield images, self.labels[idx]
         self.skip_batches = 0  # a skip applies to one pass only
 
     def augment(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -36,19 +36,26 @@ def _erasing(p: float) -> list[v2.Transform]:
     return [v2.RandomErasing(p=p)] if p > 0 else []
 
 
-def small_image_train(aug, image_size: int, mean, std) -> v2.Compose:
-    """CIFAR-style: pad + random crop, flip, optional auto-augment and erasing (uint8 CHW tensors in)."""
+def _resize(resize: int | None) -> list[v2.Transform]:
+    return [v2.Resize((resize, resize), antialias=False)] if resize else []
+
+
+def small_image_train(aug, image_size: int, mean, std, resize: int | None = None) -> v2.Compose:
+    """CIFAR-style: pad + random crop, flip, optional auto-augment and erasing (uint8 CHW tensors in);
+    `resize` then upsamples to the size pretrained weights suit."""
     ops: list[v2.Transform] = []
     if aug.crop_padding:
         ops.append(v2.RandomCrop(image_size, padding=aug.crop_padding))
     if aug.hflip:
         ops.append(v2.RandomHorizontalFlip())
     ops += _auto_augment(aug.auto_augment)
-    return v2.Compose(ops + _to_normalized(mean, std) + _erasing(aug.random_erasing))
+    return v2.Compose(
+        ops + _to_normalized(mean, std) + _resize(resize) + _erasing(aug.random_erasing)
+    )
 
 
-def small_image_eval(mean, std) -> v2.Compose:
-    return v2.Compose(_to_normalized(mean, std))
+def small_image_eval(mean, std, resize: int | None = None) -> v2.Compose:
+    return v2.Compose(_to_normalized(mean, std) + _resize(resize))
 
 
 def folder_train(aug, image_size: int, mean, std) -> v2.Compose:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..engine.cli import USER_ERRORS
+from ..config import ConfigError
 
 
 def _hydra_context() -> tuple[list[str], Path]:
@@ -24,6 +24,7 @@ def _fail(err: Exception) -> None:
 
 
 def run_export(cfg: DictConfig) -> int:
+    from ..engine.cli import USER_ERRORS
     from .export import export_checkpoint, format_report
 
     overrides, _root = _hydra_context()
@@ -57,9 +58,14 @@ def run_predict(cfg: DictConfig) -> int:
     from .predict import PredictError, predict_images
 
     overrides, root = _hydra_context()
+    errors: tuple[type[Exception], ...] = (ConfigError, PredictError)
+    if cfg.ckpt:  # an exported model needs none of the network and checkpoint code
+        from ..engine.cli import USER_ERRORS
+
+        errors += USER_ERRORS
     try:
         summary = predict_images(cfg, overrides, root)
-    except (*USER_ERRORS, PredictError) as err:
+    except errors as err:
         _fail(err)
     if summary["predicted"] == 0:
         print("error: no image could be predicted (every file was skipped)", file=sys.stderr)

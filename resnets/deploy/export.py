@@ -27,7 +27,7 @@ from . import formats, parity
 
 log = logging.getLogger(__name__)
 PARITY_DATA = ("val", "random")
-MANIFEST = "model.json"
+MANIFEST = formats.MANIFEST
 
 
 def cpu_only(run: DictConfig) -> DictConfig:

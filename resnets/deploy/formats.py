@@ -26,6 +26,7 @@ from torch import nn
 FORMATS = ("onnx", "torchscript", "exported")
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model_torchscript.pt", "exported": "model.pt2"}
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+MANIFEST = "model.json"  # written beside the files: classes, preprocessing, parity
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 MAX_BATCH = 65536
 QUIET_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export")

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import ConfigError
 from ..data.transforms import folder_eval
 from . import formats
-from .export import MANIFEST, cpu_only
+from .formats import MANIFEST
 
 log = logging.getLogger(__name__)
 SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "exported", ".pt": "torchscript"}
@@ -111,7 +111,9 @@ class Classifier:
 
 
 def from_checkpoint(cfg: DictConfig, overrides: Sequence[str]) -> Classifier:
+    # only this path imports the network code; an exported file needs none of it
     from ..engine.evaluation import checkpoint_run, restore_model_and_data
+    from .export import cpu_only
     from .parity import eager_logits
 
     source, weights, _state, run = checkpoint_run(cfg, overrides)
@@ -187,7 +189,7 @@ def check_predict_config(cfg: DictConfig) -> None:
     if not cfg.images:
         raise ConfigError("predict.py needs images=PATH_OR_GLOB (a file, a folder or a glob)")
     for name in ("topk", "batch_size"):
-        if cfg[name] < 1:
+        if cfg[name] is not None and cfg[name] < 1:
             raise ConfigError(f"{name}={cfg[name]!r} is not valid; accepted: a positive integer")
     if cfg.workers < 0:
         raise ConfigError(f"workers={cfg.workers!r} is not valid; accepted: 0 or more")
@@ -204,10 +206,11 @@ def predict_images(cfg: DictConfig, overrides: Sequence[str], default_root: Path
     else:
         classifier = from_exported(Path(cfg.model_file))
     n_classes = len(classifier.class_names)
-    if cfg.topk > n_classes:
+    if cfg.topk is not None and cfg.topk > n_classes:
         raise ConfigError(
             f"topk={cfg.topk} is not valid; accepted: 1 to {n_classes} (the model's classes)"
         )
+    topk = int(cfg.topk or min(5, n_classes))
     loader = DataLoader(
         ImageFiles(files, classifier.preprocessing),
         batch_size=int(cfg.batch_size),
@@ -221,7 +224,7 @@ def predict_images(cfg: DictConfig, overrides: Sequence[str], default_root: Path
         skipped += [(files[i], reason) for i, reason in bad]
         if images is not None:
             probs = torch.softmax(classifier(images).float(), dim=1)
-            top_p, top_i = probs.topk(int(cfg.topk), dim=1)
+            top_p, top_i = probs.topk(topk, dim=1)
             for i, p, c in zip(indices, top_p.tolist(), top_i.tolist(), strict=True):
                 rows.append(
                     {
@@ -232,7 +235,7 @@ def predict_images(cfg: DictConfig, overrides: Sequence[str], default_root: Path
         bar.update(len(indices) + len(bad))
     bar.close()
     out = Path(cfg.output_dir) if cfg.get("output_dir") else default_root
-    csv_path = write_predictions(out, rows, skipped, int(cfg.topk))
+    csv_path = write_predictions(out, rows, skipped, topk)
     print(format_predictions(rows, skipped, files))
     print(
         f"predicted {len(rows)} of {len(files)} files, skipped {len(skipped)}; "

@@ -22,10 +22,11 @@ from torch import nn
 from ..config import ConfigError
 from ..data import DataBundle, build_data
 from ..models import build_model_from_config
-from ..models.summary import count_flops
+from ..models.pretrained import parse_spec, preprocessing_for, pretrained_stats, state_from_file
+from ..models.summary import count_flops, count_macs
 from ..runtime import check_runtime
 from . import distributed as D
-from .checkpoint import CheckpointError, load_checkpoint, load_weights_file
+from .checkpoint import CheckpointError
 from .logging import TensorBoard
 from .metrics import classification_report
 from .plots import confusion_figure, reliability_diagram
@@ -52,31 +53,6 @@ def merged_run_config(cfg: DictConfig, stored: DictConfig, overrides: Sequence[s
     return run
 
 
-def state_from_file(path: Path, use_ema: bool) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """Model weights from a resnets checkpoint, a bare state dict, or a {'state_dict': ...} file."""
-    raw = load_weights_file(path)
-    if isinstance(raw, dict) and "format_version" in raw:
-        state = load_checkpoint(path)
-        if not use_ema:
-            return state["model"], state
-        if state.get("ema") is None:
-            raise CheckpointError(
-                path,
-                "use_ema=true but this checkpoint has no EMA weights (trainer.ema_decay was off)",
-            )
-        ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
-        return ema, state
-    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
-        raw = raw["state_dict"]
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise CheckpointError(path, "is neither a resnets checkpoint nor a state dict of tensors")
-    if use_ema:
-        raise CheckpointError(
-            path, "use_ema=true needs a resnets checkpoint; this is a bare state dict"
-        )
-    return raw, None
-
-
 def load_strict(model: nn.Module, weights: dict[str, torch.Tensor], path: Path, name: str) -> None:
     """Load every key with matching shapes, or fail naming the first key that does not fit."""
     try:
@@ -99,19 +75,26 @@ def load_strict(model: nn.Module, weights: dict[str, torch.Tensor], path: Path, 
 
 def checkpoint_run(
     cfg: DictConfig, overrides: Sequence[str]
-) -> tuple[Path, dict[str, torch.Tensor], dict | None, DictConfig]:
-    """(file, weights, checkpoint or None, run config) for `ckpt=` or `weights=` in `cfg`.
+) -> tuple[Path | str, dict[str, torch.Tensor] | None, dict | None, DictConfig]:
+    """(source, weights, checkpoint or None, run config) for `ckpt=` or `weights=` in `cfg`.
 
     The run config is the checkpoint's stored config with the command line's model/data/trainer
-    settings laid over it (evaluate.py, export.py and predict.py share this).
+    settings laid over it (evaluate.py, export.py and predict.py share this). `weights=` (a state
+    dict, `torchvision[:WEIGHTS]` or `timm[:model.tag]`) becomes `model.pretrained` of a run built
+    from the command line: the one loader train.py uses; published weights bring their own
+    resize and crop unless the command line sets them. Weights are None unless read here.
     """
     ckpt = Path(cfg.ckpt) if cfg.get("ckpt") else None
-    source = ckpt or (Path(cfg.weights) if cfg.get("weights") else None)
-    if source is None:
+    spec = None if ckpt else cfg.get("weights")
+    if ckpt is None and not spec:
         raise ConfigError(
-            "evaluate.py needs ckpt=PATH (a resnets checkpoint), weights=PATH with model= and data=, or sweep=DIR"
+            "evaluate.py needs ckpt=PATH (a resnets checkpoint), weights=PATH|torchvision[:WEIGHTS]"
+            "|timm[:model.tag] with model= and data=, or sweep=DIR"
         )
-    weights, state = state_from_file(source, bool(cfg.use_ema))
+    source = ckpt or (Path(spec) if parse_spec(str(spec))[0] == "path" else None)
+    if source is None and cfg.use_ema:
+        raise ConfigError(f"use_ema=true needs a resnets checkpoint; weights={spec!r} has no EMA")
+    weights, state = state_from_file(source, bool(cfg.use_ema)) if source else (None, None)
     if ckpt is not None and state is None:
         raise CheckpointError(
             ckpt,
@@ -120,26 +103,34 @@ def checkpoint_run(
         )
     if state is not None:
         run = merged_run_config(cfg, OmegaConf.create(state["config"]), overrides)
-    else:
-        if OmegaConf.is_missing(cfg.model, "name") or OmegaConf.is_missing(cfg.data, "name"):
-            raise ConfigError(
-                f"{source}: a bare state dict needs model=NAME and data=NAME on the command line"
-            )
-        run = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    return source, weights, state, run
+        # the checkpoint holds the trained weights: the ones training started from are not needed
+        run.model.pretrained = None
+        return source, weights, state, run
+    if OmegaConf.is_missing(cfg.model, "name") or OmegaConf.is_missing(cfg.data, "name"):
+        raise ConfigError(f"{spec}: weights= needs model=NAME and data=NAME on the command line")
+    run = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    run.model.pretrained, run.model.pretrained_ema = str(spec), False
+    pre = preprocessing_for(str(run.model.name), str(spec), field="weights")
+    if pre is not None:  # score published weights with their own resize and crop
+        set_here = set(override_keys(overrides))
+        for key, value in (("val_resize", pre.resize), ("val_crop", pre.crop)):
+            if f"data.{key}" not in set_here:
+                run.data[key] = value
+    return str(spec), None, None, run
 
 
 def restore_model_and_data(
     run: DictConfig,
-    weights: dict[str, torch.Tensor],
-    source: Path,
+    weights: dict[str, torch.Tensor] | None,
+    source: Path | str,
     *,
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
 ) -> tuple[nn.Module, DataBundle]:
     """The run's data (validation side: class names, statistics, loaders) and its network with
-    `weights` loaded strictly, on `device`."""
+    `weights` loaded strictly (or, with `run.model.pretrained`, through the pretrained loader,
+    which refuses weights of another class count here), on `device`."""
     t = run.trainer
     data = build_data(
         run.data,
@@ -151,11 +142,18 @@ def restore_model_and_data(
         rank=rank,
         world_size=world_size,
         split=str(run.data.get("split", "val")),
+        stats=pretrained_stats(run.model),
     )
     model = build_model_from_config(
-        run.model, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size
+        run.model,
+        num_classes=data.num_classes,
+        in_chans=data.in_chans,
+        image_size=data.image_size,
+        adapt_head=False,
+        pretrained_field="weights",
     )
-    load_strict(model, weights, source, str(run.model.name))
+    if not run.model.get("pretrained"):
+        load_strict(model, weights, source, str(run.model.name))
     return model.to(device), data
 
 
@@ -188,18 +186,42 @@ def collect_logits(
     return local[0], local[1], n_local / max(seconds, 1e-9)
 
 
-def eval_dir_for(cfg: DictConfig, ckpt: Path | None, default_root: Path, split: str) -> Path:
-    tag = "eval" + "".join(
-        f"-{part}"
-        for part, on in ((split, split != "val"), ("ema", cfg.use_ema), ("flip", cfg.tta == "flip"))
-        if on
-    )
+def report_name(cfg: DictConfig, source: Path, split: str) -> str:
+    """The report's folder name: the checkpoint's name and every setting that changes the scores,
+    so scoring last.pt, or best.pt another way, never overwrites another report."""
+    parts = [source.stem]
+    parts += [split] if split != "val" else []
+    parts += ["ema"] if cfg.use_ema else []
+    parts += ["flip"] if cfg.tta == "flip" else []
+    parts += [str(cfg.precision).replace("-mixed", "")] if str(cfg.precision) != "32" else []
+    return "-".join(parts)
+
+
+def eval_dir_for(
+    cfg: DictConfig, source: Path, default_root: Path, split: str, is_run: bool
+) -> Path:
+    """<run>/eval/<report name>/ for a run's checkpoint; <output dir>/<report name>/ otherwise."""
     if cfg.get("output_dir"):
         return Path(cfg.output_dir)
-    if ckpt is not None:
-        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-        return run_dir / tag
-    return default_root / tag
+    name = report_name(cfg, source, split)
+    if is_run:
+        return run_dir_of(source) / "eval" / name
+    return default_root / name
+
+
+def run_dir_of(ckpt: Path) -> Path:
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def flip_warning(cfg: DictConfig, run: DictConfig) -> str | None:
+    """tta=flip scores mirror images: a network trained without flips never saw them."""
+    if cfg.tta != "flip" or OmegaConf.select(run, "data.augment.hflip", default=True):
+        return None
+    return (
+        "tta=flip on a network trained without horizontal flips (data.augment.hflip=false): "
+        "mirrored images are new to it (on digits, a mirrored digit is another symbol) and "
+        "usually lower accuracy; use tta=none"
+    )
 
 
 def evaluate_run(
@@ -223,6 +245,9 @@ def evaluate_run(
     )
     info = D.init_distributed(run.trainer)
     split = str(run.data.get("split", "val"))
+    warnings = [w for w in (flip_warning(cfg, run),) if w]
+    for warning in warnings:
+        log.warning(warning)
     t = run.trainer
     model, data = restore_model_and_data(
         run, weights, source, device=info.device, rank=info.rank, world_size=info.world_size
@@ -232,7 +257,7 @@ def evaluate_run(
     )
     report = classification_report(logits, labels, data.class_names)
     eval_size = int(run.data.get("val_crop") or data.image_size)
-    out = eval_dir_for(cfg, ckpt, default_root, split)
+    out = eval_dir_for(cfg, source, default_root, split, is_run=ckpt is not None)
     matrix = report.pop("confusion_matrix")
     metrics = {
         "checkpoint": str(source),
@@ -245,16 +270,26 @@ def evaluate_run(
         **report,
         "images_per_s": images_per_s * info.world_size,
         "num_params": sum(p.numel() for p in model.parameters()),
+        "gmacs": count_macs(model, eval_size, data.in_chans) / 1e9,
         "gflops": count_flops(model, eval_size, data.in_chans) / 1e9,
         "step": int(state["step"]) if state else None,
+        "warnings": warnings,
+        "report_dir": str(out),
     }
     if info.is_main:
-        _write_report(out, metrics, matrix, data.class_names, plots)
+        # beside the run's training curves, so the printed `tensorboard --logdir <run>/tb` shows it
+        tb_dir = run_dir_of(ckpt) / "tb" / f"eval-{out.name}" if ckpt is not None else out / "tb"
+        _write_report(out, metrics, matrix, data.class_names, plots, tb_dir)
     return metrics
 
 
 def _write_report(
-    out: Path, metrics: dict, matrix: torch.Tensor, class_names: list[str], plots: bool
+    out: Path,
+    metrics: dict,
+    matrix: torch.Tensor,
+    class_names: list[str],
+    plots: bool,
+    tb_dir: Path,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -263,10 +298,12 @@ def _write_report(
         writer.writeheader()
         writer.writerows(metrics["per_class"])
     torch.save(matrix, out / "confusion_matrix.pt")
+    pngs = []
     if plots:
         reliability_diagram(metrics["reliability"], metrics["ece"], out / "reliability.png")
         confusion_figure(matrix, class_names, out / "confusion_matrix.png")
-    tb = TensorBoard(out / "tb")
+        pngs = ["reliability.png", "confusion_matrix.png"]
+    tb = TensorBoard(tb_dir)
     step = metrics["step"] or 0
     tb.scalars(
         {
@@ -275,8 +312,10 @@ def _write_report(
         },
         step,
     )
+    for png in pngs:
+        tb.png(f"eval/{Path(png).stem}", out / png, step)
     tb.close()
-    log.info("wrote %s", out)
+    log.info("wrote %s (TensorBoard: tensorboard --logdir %s)", out, tb_dir.parent)
 
 
 def format_table(metrics: dict) -> str:
@@ -293,7 +332,8 @@ def format_table(metrics: dict) -> str:
         ("macro F1", f"{metrics['macro_f1']:.4f}"),
         ("images/s", f"{metrics['images_per_s']:.0f}"),
         ("parameters", f"{metrics['num_params']:,}"),
-        ("GFLOPs", f"{metrics['gflops']:.3f}"),
+        ("GMACs / GFLOPs", f"{metrics['gmacs']:.3f} / {metrics['gflops']:.3f} (1 MAC = 2 FLOPs)"),
+        ("report", metrics.get("report_dir", "")),
     ]
     width = max(len(k) for k, _ in rows) + 2
     return "\n".join(f"{k:<{width}}{v}" for k, v in rows)

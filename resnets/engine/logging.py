@@ -73,6 +73,15 @@ class TensorBoard:
         pixels = pixels * torch.tensor(std).view(shape) + torch.tensor(mean).view(shape)
         self.writer.add_image(tag, make_grid(pixels.clamp(0, 1), nrow=8), step)
 
+    def png(self, tag: str, path: Path, step: int) -> None:
+        if self.writer:
+            import numpy as np
+            from PIL import Image  # torchvision.io's decoders are deprecated since 0.29
+
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            self.writer.add_image(tag, pixels, step, dataformats="HWC")
+
     def text(self, tag: str, text: str) -> None:
         if self.writer:
             self.writer.add_text(tag, f"```\n{text}\n```")

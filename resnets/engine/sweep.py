@@ -113,11 +113,14 @@ def record_failure(output_dir: Path, overrides: Sequence[str], err: BaseExceptio
 
 
 def jobs_since(sweep_dir: Path, started: float) -> list[Path]:
-    """Run directories Hydra set up at or after `started` (it rewrites .hydra for every job)."""
+    """Run directories Hydra set up at or after `started`: a job's first attempt writes
+    .hydra/overrides.yaml, a later one (a resumed job) .hydra/attempts/<time>/overrides.yaml."""
+    from ..run_record import record_files
+
     return sorted(
-        p.parent.parent
-        for p in sweep_dir.rglob(".hydra/overrides.yaml")
-        if p.stat().st_mtime >= started
+        run
+        for run, files in record_files(sweep_dir).items()
+        if any(p.stat().st_mtime >= started for p in files)
     )
 
 

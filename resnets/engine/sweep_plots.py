@@ -79,6 +79,7 @@ def cost_plot(
         ylabel="best validation top-1 (%)",
         title=f"Top-1 against {xlabel.split(' (')[0]}",
     )
+    ax.margins(x=0.2, y=0.1)  # room for the labels beside the outermost points
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ from ..config import ConfigError, validate
 from ..data import build_data
 from ..data.bad_images import unreadable_images
 from ..models import build_model_from_config
-from ..models.summary import count_flops
-from ..optim import build_optimizer, build_scheduler
+from ..models.pretrained import pretrained_stats
+from ..models.summary import count_flops, count_macs
+from ..optim import build_optimizer, build_scheduler, learning_rates
 from ..runtime import apply_device_defaults, check_runtime
 from . import distributed as D
 from .checkpoint import (
@@ -43,9 +45,11 @@ from .checkpoint import (
     set_aside_previous,
 )
 from .ema import EMA
+from .hparams import result_hparams
 from .logging import TensorBoard, log_file, progress, silence_file_logs
 from .metrics import topk_correct_tensor
 from .signals import StopRequest
+from .state_fit import mismatch
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +144,7 @@ class Trainer:
             seed=cfg.seed,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
+            stats=pretrained_stats(cfg.model),
         )
         if len(self.data.train) == 0:
             raise ConfigError(
@@ -154,25 +159,51 @@ class Trainer:
             in_chans=self.data.in_chans,
             image_size=self.data.image_size,
         )
+        record_resolved(cfg, self.data, self.model)
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model.to(device, memory_format=self.memory_format)
         self.ema = None
         if t.ema_decay:
             self.ema = EMA(self.model, t.ema_decay, every=t.ema_every)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
+        optim_cfg = self._scaled_optim(cfg.optim, t)
+        self.optimizer = build_optimizer(self.model, optim_cfg)
         self.steps_per_epoch = max(1, len(self.data.train) // t.accumulate_grad_batches)
         self.scheduler = build_scheduler(
             self.optimizer,
             cfg.sched,
             steps_per_epoch=self.steps_per_epoch,
             epochs=t.epochs,
-            lr=cfg.optim.lr,
+            lr=optim_cfg.lr,
         )
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "16-mixed" else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         self.mix = self._mixing(t, self.data.num_classes)
         self.epoch, self.step, self.batch_in_epoch, self.best, self.best_epoch = 0, 0, 0, -1.0, -1
+        # whose validation top-1 picks best.pt; the EMA's when there is one, unless told otherwise
+        self.best_by = t.best_by or ("ema" if self.ema is not None else "raw")
+        self.train_time, self.images_seen = 0.0, 0  # over the whole run, resumes included
+
+    def _scaled_optim(self, optim: DictConfig, t: DictConfig) -> DictConfig:
+        """optim.lr is the rate of optim.base_batch_size images a step; another global batch
+        scales it linearly (Goyal et al. 2017; the recipes' warm-up covers the first epochs)."""
+        global_batch = t.batch_size * self.dist.world_size * t.accumulate_grad_batches
+        base = optim.get("base_batch_size")
+        scaled = optim.copy()
+        if base:
+            scaled.lr = optim.lr * global_batch / base
+        log.info(
+            "global batch %d (trainer.batch_size %d x %d ranks x %d accumulated), lr %.4g%s",
+            global_batch,
+            t.batch_size,
+            self.dist.world_size,
+            t.accumulate_grad_batches,
+            scaled.lr,
+            f" (optim.lr {optim.lr:g} x {global_batch} / optim.base_batch_size {base})"
+            if base
+            else "",
+        )
+        return scaled
 
     @staticmethod
     def _mixing(t, num_classes: int):
@@ -196,6 +227,8 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "best": self.best,
             "best_epoch": self.best_epoch,
+            "train_time_s": self.train_time,
+            "images_seen": self.images_seen,
             "rng": capture_rng(),
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
             "format_version": FORMAT_VERSION,
@@ -204,10 +237,13 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
         try:
             self.model.load_state_dict(state["model"])
-        except RuntimeError as err:
+        except RuntimeError:
+            why = mismatch(self.model, state["model"], state.get("config"), self.cfg.model)
             raise CheckpointError(
-                path, f"does not fit model {self.cfg.model.name!r}: {str(err).splitlines()[0]}"
-            ) from err
+                path,
+                f"does not fit model {self.cfg.model.name!r}: {why}. Resume with the "
+                "checkpoint's settings, or start afresh in another directory (hydra.run.dir=...)",
+            ) from None
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -218,6 +254,8 @@ class Trainer:
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
         self.best = float(state.get("best", -1.0))
         self.best_epoch = int(state.get("best_epoch", -1))
+        self.train_time = float(state.get("train_time_s", 0.0))
+        self.images_seen = int(state.get("images_seen", 0))
         restore_rng(state["rng"])
 
     def _resume(self) -> None:
@@ -325,27 +363,27 @@ class Trainer:
             device,
         )
         started = time.perf_counter()
-        images_seen, train_time = 0, 0.0
         last_train: dict[str, float] = {}
-        last_val: dict[str, float] = {}
+        last_val: dict[str, Any] = {}
         try:
             with torch.autograd.set_detect_anomaly(t.detect_anomaly):
                 while self.epoch < t.epochs and not self._reached_max_steps():
                     epoch_start = time.perf_counter()
                     last_train, seen = self._train_epoch(forward, stop)
-                    images_seen += seen
+                    self.images_seen += seen
                     epoch_time = time.perf_counter() - epoch_start
-                    train_time += epoch_time
+                    self.train_time += epoch_time
                     if stop.requested:
                         break
                     finished = self.batch_in_epoch == 0
                     if finished or self._reached_max_steps():
-                        last_val = self._validate_and_save(epoch_time, seen, finished) or last_val
+                        last_val = (
+                            self._validate_and_save(epoch_time, seen, finished, last_train)
+                            or last_val
+                        )
             if stop.requested:
                 self._save("last.pt")
-                log.warning(
-                    "stopped by signal %d at step %d; last.pt written", stop.signum, self.step
-                )
+                log.warning(stop_message(int(stop.signum), self.step, self.out))
                 stop.hand_over()  # under submitit: requeue the job (exits here on rank 0)
                 raise TrainingInterrupted(128 + int(stop.signum))
         finally:
@@ -357,21 +395,18 @@ class Trainer:
                 f"trainer.epochs={t.epochs}); nothing was trained or saved"
             )
         if not last_val:  # resumed a finished run: report the checkpoint's model
-            last_val = evaluate_model(
-                self.model, self.data.val, device, t.precision, t.channels_last
-            )
-        metrics = self._final_metrics(
-            last_train, last_val, time.perf_counter() - started, images_seen, train_time
-        )
+            last_val = self._evaluate()
+        metrics = self._final_metrics(last_train, last_val, time.perf_counter() - started)
         if main:
             (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            self.tb.hparams(
-                _flat_hparams(cfg),
-                {"hparam/best_val_top1": self.best, "hparam/val_top1": metrics["val_top1"]},
-            )
+            final = {"hparam/best_val_top1": self.best, "hparam/val_top1": metrics["val_top1"]}
+            if metrics["val_ema_top1"] is not None:
+                final["hparam/val_ema_top1"] = metrics["val_ema_top1"]
+            self.tb.hparams(result_hparams(cfg, self.dist.world_size), final)
             log.info(
-                "best val top-1 %.2f%% (epoch %d); outputs in %s",
+                "best val top-1 %.2f%% (%s weights, epoch %d); outputs in %s",
                 self.best,
+                "EMA" if self.best_by == "ema" else "raw",
                 self.best_epoch,
                 self.out,
             )
@@ -394,6 +429,7 @@ class Trainer:
         loader.set_epoch(self.epoch, start_batch)
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, samples
         window_start, window_images, seen = time.perf_counter(), 0, 0
+        epoch_start = window_start
         last_batch = len(loader) - 1
         bar = progress(
             loader,
@@ -438,7 +474,7 @@ class Trainer:
                 stats = {
                     "train/loss": sums[0].item() / n,
                     "train/acc": 100 * sums[1].item() / n,
-                    "lr": self.optimizer.param_groups[0]["lr"],
+                    **learning_rates(self.optimizer),
                     "perf/images_per_s": window_images * self.dist.world_size / max(elapsed, 1e-9),
                 }
                 if grad_norm is not None:
@@ -451,6 +487,26 @@ class Trainer:
                     ips=f"{stats['perf/images_per_s']:.0f}",
                 )
                 window_start, window_images = time.perf_counter(), 0
+            if (
+                bar.disable
+                and self.dist.is_main
+                and t.progress_every
+                and (self.step % t.progress_every == 0)
+            ):
+                n = max(sums[2].item(), 1)
+                log.info(
+                    "epoch %d/%d step %d (batch %d/%d): train loss %.4f top-1 %.2f%%, lr %.3g, "
+                    "%.0f images/s",
+                    self.epoch + 1,
+                    t.epochs,
+                    self.step,
+                    i + 1,
+                    len(loader),
+                    sums[0].item() / n,
+                    100 * sums[1].item() / n,
+                    self.optimizer.param_groups[0]["lr"],
+                    seen * self.dist.world_size / max(time.perf_counter() - epoch_start, 1e-9),
+                )
             if stop.save_signum is not None:  # under submitit, SIGTERM announces a preemption
                 self._save("last.pt", agree=False)  # the signal may reach ranks at other steps
                 log.warning(
@@ -523,17 +579,31 @@ class Trainer:
             "Lower optim.lr, set trainer.grad_clip, or use trainer.precision=32."
         )
 
-    def _validate_and_save(
-        self, epoch_time: float, seen: int, finished_epoch: bool
-    ) -> dict[str, float]:
+    def _evaluate(self) -> dict[str, Any]:
+        """Validation figures of the weights, and under "ema" those of the EMA (or None)."""
         t, device = self.cfg.trainer, self.dist.device
+        val: dict[str, Any] = evaluate_model(
+            self.model, self.data.val, device, t.precision, t.channels_last
+        )
+        val["ema"] = None
+        if self.ema is not None:
+            val["ema"] = evaluate_model(
+                self.ema.module, self.data.val, device, t.precision, t.channels_last
+            )
+        return val
+
+    def _validate_and_save(
+        self, epoch_time: float, seen: int, finished_epoch: bool, train: dict[str, float]
+    ) -> dict[str, Any]:
+        t = self.cfg.trainer
         last = (
             not finished_epoch or self.epoch >= t.epochs
         )  # stopping here: always evaluate and save
-        val: dict[str, float] = {}
+        val: dict[str, Any] = {}
         if last or self.epoch % t.eval_every == 0:
             self._share_buffers()
-            val = evaluate_model(self.model, self.data.val, device, t.precision, t.channels_last)
+            val = self._evaluate()
+            ema = val["ema"]
             if not math.isfinite(val["loss"]):
                 raise NonFiniteLossError(
                     self._non_finite_message(
@@ -541,10 +611,7 @@ class Trainer:
                     )
                 )
             scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
-            if self.ema is not None:
-                ema = evaluate_model(
-                    self.ema.module, self.data.val, device, t.precision, t.channels_last
-                )
+            if ema is not None:
                 scalars.update(
                     {
                         "val_ema/loss": ema["loss"],
@@ -559,17 +626,23 @@ class Trainer:
                 }
             )
             self.tb.scalars(scalars, self.step)
+            # a partial epoch (stopped by max_steps) is named by the epoch it ran in
+            epoch = self.epoch if finished_epoch else self.epoch + 1
+            where = f"epoch {epoch}/{t.epochs}" + (
+                "" if finished_epoch else f" (partial, {self.batch_in_epoch} batches)"
+            )
             log.info(
-                "epoch %d step %d: val loss %.4f top-1 %.2f%% top-5 %.2f%% (%.1fs)",
-                self.epoch,
+                "%s step %d: %s | %s%s | %.1fs",
+                where,
                 self.step,
-                val["loss"],
-                val["top1"],
-                val["top5"],
+                _figures("train", train, top5=False),
+                _figures("val", val),
+                f" | {_figures('EMA val', ema)}" if ema is not None else "",
                 epoch_time,
             )
-            if val["top1"] > self.best:
-                self.best, self.best_epoch = val["top1"], self.epoch
+            score = ema["top1"] if self.best_by == "ema" else val["top1"]
+            if score > self.best:
+                self.best, self.best_epoch = score, epoch
                 self._save("best.pt")
         if last or self.epoch % t.save_every == 0:
             self._save("last.pt")
@@ -583,7 +656,7 @@ class Trainer:
         if self.ema is not None:
             D.broadcast_buffers(self.ema.module)
 
-    def _final_metrics(self, train_stats, val, wall, images_seen, train_time) -> dict[str, Any]:
+    def _final_metrics(self, train_stats, val, wall) -> dict[str, Any]:
         cfg = self.cfg
         try:
             from hydra.core.hydra_config import HydraConfig
@@ -591,23 +664,30 @@ class Trainer:
             overrides = list(HydraConfig.get().overrides.task)
         except (ValueError, ImportError):
             overrides = []
+        ema = val.get("ema") or {}
         return {
             "status": "finished",  # a failed sweep job writes status "failed" and the reason
             "best_val_top1": self.best,
             "best_epoch": self.best_epoch,
+            "best_by": self.best_by,
             "val_top1": val.get("top1"),
             "val_top5": val.get("top5"),
             "val_loss": val.get("loss"),
+            "val_ema_top1": ema.get("top1"),
+            "val_ema_top5": ema.get("top5"),
+            "val_ema_loss": ema.get("loss"),
             "val_samples": val.get("n"),
             "train_loss": train_stats.get("loss"),
             "train_top1": train_stats.get("top1"),
             "epochs": self.epoch,
             "steps": self.step,
             "steps_per_epoch": self.steps_per_epoch,  # puts TensorBoard's steps on an epoch axis
-            "train_time_s": round(train_time, 3),
+            "train_time_s": round(self.train_time, 3),
             "wall_time_s": round(wall, 3),
-            "images_per_s": images_seen * self.dist.world_size / max(train_time, 1e-9),
+            "images_per_s": self.images_seen * self.dist.world_size / max(self.train_time, 1e-9),
             "num_params": self.num_params,
+            # both conventions: torchvision's docs' "GFLOPS" are gmacs; gflops = 2 x gmacs
+            "gmacs": count_macs(self.model, self.data.image_size, self.data.in_chans) / 1e9,
             "gflops": count_flops(self.model, self.data.image_size, self.data.in_chans) / 1e9,
             "model": cfg.model.name,
             "data": cfg.data.name,
@@ -617,19 +697,32 @@ class Trainer:
         }
 
 
-def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
+def _figures(name: str, stats: dict[str, float] | None, top5: bool = True) -> str:
+    if not stats:
+        return f"{name}: -"
+    text = f"{name} loss {stats['loss']:.4f} top-1 {stats['top1']:.2f}%"
+    return text + (f" top-5 {stats['top5']:.2f}%" if top5 else "")
 
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return {
-        k: v
-        for k, v in flat.items()
-        if k.split(".")[0] in ("model", "optim", "sched", "trainer", "data", "seed")
-    }
+def record_resolved(cfg: DictConfig, data, model: nn.Module) -> None:
+    """With pretrained weights, write the stem and statistics they chose into the config that
+    checkpoints store, so evaluation and export rebuild the same network without the weights."""
+    if not cfg.model.get("pretrained"):
+        return
+    if cfg.model.get("stem") in (None, "auto") and hasattr(model, "stem_type"):
+        cfg.model.stem = model.stem_type
+    if not cfg.data.get("mean"):
+        cfg.data.mean, cfg.data.std = list(data.mean), list(data.std)
+
+
+def stop_message(signum: int, step: int, out: Path) -> str:
+    """What stopped the run and the command that continues it."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    what = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else f"{name} (signal {signum})"
+    return (
+        f"stopped by {what} at step {step}; last.pt written. To continue, run the same command "
+        f"with hydra.run.dir={out}"
+    )

@@ -119,6 +119,9 @@ class ResidualAttentionNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def get_classifier(self) -> nn.Module | None:
+        return self.fc if self.include_top else None
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_norm(self.features(self.stem(x)))
 

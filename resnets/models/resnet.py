@@ -242,6 +242,34 @@ class ResNet(nn.Module):
                 if norm is not None:
                     nn.init.zeros_(norm.weight)
 
+    def parts(self) -> dict[str, list[nn.Module]]:
+        """The parts `freeze` accepts: the stem and each stage."""
+        stem = [m for m in (self.conv1, self.bn1, self.maxpool) if m is not None]
+        return {"stem": stem, **{f"layer{i + 1}": [s] for i, s in enumerate(self.stages())}}
+
+    def freeze(self, parts: Sequence[str]) -> None:
+        """No gradients for these parts, and their BatchNorm statistics stay as loaded: they are
+        kept in eval mode through every later `train()` call (see `train`)."""
+        known = self.parts()
+        for part in parts:
+            if part not in known:
+                raise ModelError("freeze", list(parts), f"a list of: {', '.join(known)}")
+        for part in parts:
+            for module in known[part]:
+                module.requires_grad_(False)
+        self.frozen = tuple(dict.fromkeys(parts))
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ResNet:
+        super().train(mode)
+        for part in getattr(self, "frozen", ()):
+            for module in self.parts()[part]:
+                module.eval()  # frozen BatchNorm layers normalise with the loaded statistics
+        return self
+
+    def get_classifier(self) -> nn.Module | None:
+        return self.fc if self.include_top else None
+
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         if self.bn1 is not None:
