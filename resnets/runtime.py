@@ -133,3 +133,41 @@ def apply_device_defaults(
             device,
         )
     return chosen
+
+
+def cpu_channels_last_hazard(model: torch.nn.Module) -> str | None:
+    """The first layer that torch's CPU kernels cannot train in channels_last, or None.
+
+    On torch 2.14 (CPU) the backward pass of a strided 1x1 convolution with 2 to 6 input channels
+    in channels_last corrupts the heap (the process dies with "corrupted double-linked list");
+    NCHW is fine, and so are 1 or 7+ channels. Only toy widths (model.base_width < 7) have one.
+    """
+    for name, module in model.named_modules():
+        if (
+            isinstance(module, torch.nn.Conv2d)
+            and module.kernel_size == (1, 1)
+            and module.stride != (1, 1)
+            and 2 <= module.in_channels <= 6
+        ):
+            return name
+    return None
+
+
+def check_channels_last(
+    trainer: MutableMapping[str, Any], model: torch.nn.Module, device: str, defaulted: bool
+) -> None:
+    """Keep a CPU run out of the channels_last kernel bug above: a default falls back to NCHW
+    (logged and recorded), an explicit trainer.channels_last=true is refused in one line."""
+    if device != "cpu" or not trainer.get("channels_last"):
+        return
+    layer = cpu_channels_last_hazard(model)
+    if layer is None:
+        return
+    reason = (
+        f"torch's CPU backward of {layer} (a strided 1x1 convolution with 2-6 input channels) "
+        "corrupts memory in channels_last"
+    )
+    if not defaulted:
+        raise ConfigError(f"trainer.channels_last=true: {reason}; accepted here: false")
+    trainer["channels_last"] = False
+    log.warning("channels_last off: %s", reason)

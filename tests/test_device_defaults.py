@@ -53,3 +53,54 @@ def test_an_explicit_choice_beats_the_device_default(tmp_path) -> None:
     train(cfg, tmp_path)
     stored = yaml.safe_load(load_checkpoint(tmp_path / "checkpoints" / "last.pt")["config"])
     assert stored["trainer"]["channels_last"] is False
+
+
+TOY_WIDTH = [
+    "model=resnet",
+    "model.depth=8",
+    "model.stem=cifar",
+    "model.base_width=4",
+    "data=fake",
+    "data.fake_size=40",
+    "data.num_classes=4",
+    "data.image_size=8",
+    "trainer.batch_size=4",
+    "trainer.epochs=1",
+    "trainer.workers=0",
+    "trainer.progress=false",
+    "trainer.device=cpu",
+]
+
+
+def test_toy_widths_are_the_only_cpu_channels_last_hazard() -> None:
+    from resnets.models import build_model
+    from resnets.runtime import cpu_channels_last_hazard
+
+    assert cpu_channels_last_hazard(build_model("resnet", 4, depth=8, base_width=4)) == (
+        "layer2.0.downsample.0"
+    )
+    for name in ("resnet20", "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet16_8"):
+        assert cpu_channels_last_hazard(build_model(name, 10)) is None, name
+
+
+def test_toy_width_run_falls_back_to_nchw_instead_of_corrupting_memory(tmp_path) -> None:
+    # In channels_last this network's backward aborts the process (torch 2.14 CPU kernel bug),
+    # so the run goes through a subprocess: a regression shows as a crash, not a dead test run.
+    from .helpers import run_train_cli
+
+    run = run_train_cli([*TOY_WIDTH, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "channels_last off: torch's CPU backward of layer2.0.downsample.0" in run.stdout
+    stored = yaml.safe_load(load_checkpoint(tmp_path / "run/checkpoints/last.pt")["config"])
+    assert stored["trainer"]["channels_last"] is False
+    explicit = run_train_cli(
+        [*TOY_WIDTH, "trainer.channels_last=true", f"hydra.run.dir={tmp_path / 'explicit'}"]
+    )
+    assert explicit.returncode == 2
+    assert (
+        explicit.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: trainer.channels_last=true: torch's CPU backward of layer2.0.downsample.0"
+        )
+    )

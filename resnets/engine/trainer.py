@@ -32,7 +32,7 @@ from ..models import build_model_from_config
 from ..models.pretrained import pretrained_stats
 from ..models.summary import count_flops, count_macs
 from ..optim import build_optimizer, build_scheduler, learning_rates
-from ..runtime import apply_device_defaults, check_runtime
+from ..runtime import apply_device_defaults, check_channels_last, check_runtime
 from . import distributed as D
 from . import resume as R
 from .checkpoint import (
@@ -110,7 +110,9 @@ def evaluate_model(
 class Trainer:
     def __init__(self, cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> None:
         validate(cfg)
-        apply_device_defaults(cfg.trainer, check_runtime(cfg.trainer, cfg.data, model=cfg.model))
+        self.device_defaults = apply_device_defaults(
+            cfg.trainer, check_runtime(cfg.trainer, cfg.data, model=cfg.model)
+        )
         self.cfg = cfg
         self.dist = D.init_distributed(cfg.trainer)
         if output_dir is None:
@@ -164,6 +166,9 @@ class Trainer:
         )
         record_resolved(cfg, self.data, self.model)
         self.num_params = sum(p.numel() for p in self.model.parameters())
+        check_channels_last(
+            t, self.model, device.type, defaulted="channels_last" in self.device_defaults
+        )
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model.to(device, memory_format=self.memory_format)
         self.ema = None
