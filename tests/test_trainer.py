@@ -100,7 +100,7 @@ def test_sigterm_mid_epoch_writes_last_and_run_finishes(tmp_path) -> None:
     )
     log = run_dir / "train.log"
     deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and "epoch 1 step" in log.read_text()):
+    while time.time() < deadline and not (log.exists() and "epoch 1/3 step" in log.read_text()):
         time.sleep(0.1)
     time.sleep(0.8)  # well inside epoch 2
     proc.send_signal(signal.SIGTERM)
@@ -109,7 +109,7 @@ def test_sigterm_mid_epoch_writes_last_and_run_finishes(tmp_path) -> None:
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 1 and 0 < ckpt["samples_in_epoch"] < 11 * 128
     assert ckpt["step"] == 11 + ckpt["samples_in_epoch"] // 128
-    assert "stopped by signal 15" in log.read_text()
+    assert "stopped by SIGTERM (signal 15)" in log.read_text()
     again = run_train_cli(args)
     assert again.returncode == 0, again.stderr[-2000:]
     metrics = read_metrics(run_dir)
