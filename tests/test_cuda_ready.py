@@ -116,7 +116,9 @@ def test_two_gloo_ranks_with_ema_validate_save_and_resume(tmp_path) -> None:
     second = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert second["step"] == 22 and int(second["ema"]["n_averaged"]) == 22
     log = (run_dir / "train.log").read_text()
-    assert "at epoch 1, step 11" in log.split("resumed from")[1] and "epoch 2/2 step 22: train" in log
+    assert (
+        "at epoch 1, step 11" in log.split("resumed from")[1] and "epoch 2/2 step 22: train" in log
+    )
 
 
 def _free_port() -> int:
