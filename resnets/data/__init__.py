@@ -395,7 +395,13 @@ def _eval_folder(root: str, train_folder, transform):
         def find_classes(self, directory):
             return list(train_folder.classes), dict(mapping)
 
-    return TrainClasses(root, transform=transform, loader=read_rgb, allow_empty=True)
+    folder = TrainClasses(root, transform=transform, loader=read_rgb, allow_empty=True)
+    # a class folder that is there but holds no image is a damaged tree, not a missing class
+    present = set(folder.targets)
+    empty = [name for name in found if mapping[name] not in present]
+    if empty:
+        raise DataError(f"{root}: found no valid file for the classes {', '.join(empty)}")
+    return folder
 
 
 def _folder_bundle(
