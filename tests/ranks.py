@@ -24,7 +24,8 @@ def _rank_main(rank: int, world_size: int, store: str, overrides: list[str], run
     try:
         train(compose_train(overrides), run_dir)
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():  # train() destroys the group itself when it ends
+            dist.destroy_process_group()
 
 
 def train_on_ranks(world_size: int, overrides: list[str], run_dir: Path) -> None:
