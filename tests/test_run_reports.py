@@ -61,7 +61,8 @@ def test_without_ema_metrics_say_so_and_best_by_ema_is_refused(tmp_path) -> None
 def test_partial_epoch_is_named_by_the_epoch_it_ran_in(tmp_path) -> None:
     train(compose_train([*TINY, "data=digits", "trainer.max_steps=3"]), tmp_path)
     log = _log(tmp_path)
-    assert "epoch 1/12 (partial, 3 batches) step 3: train loss" in log
+    # the position in the epoch is counted in images (3 steps of batch 64)
+    assert "epoch 1/12 (partial, 192 images) step 3: train loss" in log
     assert "epoch 0" not in log
     assert read_metrics(tmp_path)["best_epoch"] == 1
 
