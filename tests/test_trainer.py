@@ -300,7 +300,7 @@ def test_in_process_runs_do_not_log_into_each_other(tmp_path) -> None:
     ]
     train(compose_train(overrides), second)
     assert (first / "train.log").stat().st_size == size
-    assert "step 2: val loss" in (second / "train.log").read_text()
+    assert "step 2: train loss" in (second / "train.log").read_text()
     shutil.rmtree(first)
     shutil.rmtree(second)
     train(compose_train(overrides), tmp_path / "third")
