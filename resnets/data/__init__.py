@@ -14,29 +14,26 @@ from torch.utils.data import Dataset
 from . import transforms as T
 from .bad_images import BadImageLoader, SkipUnreadable, collate_skipping, read_rgb
 from .datasets import (
+    ARRAY_DATASETS,
+    FOLDER_DATASETS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ArrayDataset,
     ArraySplit,
     check_arrays,
+    dataset_names,
     image_folder_dir,
-    load_cifar,
-    load_digits,
-    make_fake,
 )
 from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, collate_encoded
 from .errors import DataError
 from .loaders import SamplerLoader, TensorLoader
 
-IN_MEMORY = ("digits", "cifar10", "cifar100", "fake")
-FOLDERS = ("imagenet", "imagefolder")
-DATASETS = IN_MEMORY + FOLDERS
 NO_TEST_SPLIT = {
     "digits": "its validation images are a stratified data.val_fraction of the 1,797 digits",
     "fake": "it is generated: train and val only",
 }
 
-__all__ = ["DATASETS", "DataBundle", "DataError", "build_data"]
+__all__ = ["LOADERS", "DataBundle", "DataError", "build_data", "dataset_names"]
 
 
 @dataclass
@@ -115,16 +112,16 @@ def build_data(
     `resnets.data.plan` says. `stats`: (mean, std) of pretrained weights, used instead of the
     dataset's own when data.mean/std are unset (averaged over channels for one-channel images)."""
     name = cfg["name"]
-    if name not in DATASETS:
-        raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(DATASETS)}")
+    if name not in dataset_names():
+        raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(dataset_names())}")
     if cfg.get("gpu_decode") and (device is None or torch.device(device).type != "cuda"):
         raise DataError("data.gpu_decode=true needs a CUDA device; accepted on CPU: false")
-    if cfg.get("gpu_decode") and name not in FOLDERS:
+    if cfg.get("gpu_decode") and name not in FOLDER_DATASETS:
         raise DataError(
             f"data.gpu_decode=true decodes image folders; data.name={name!r} is already decoded "
-            f"in memory (accepted with gpu_decode: {', '.join(FOLDERS)})"
+            f"in memory (accepted with gpu_decode: {', '.join(FOLDER_DATASETS)})"
         )
-    if name in FOLDERS and not cfg.get("root"):
+    if name in FOLDER_DATASETS and not cfg.get("root"):
         raise DataError(
             f"data={name} needs data.root=PATH: a folder holding train/<class>/<images> "
             "(and val/<class>/..., or a data.val_fraction split of train/)"
@@ -140,10 +137,14 @@ def build_data(
         )
     loader = cfg.get("loader", "auto")
     if loader == "auto":
-        loader = "tensor" if name in IN_MEMORY else "torchvision"
-    if loader == "tensor" and name in FOLDERS:
+        loader = "tensor" if name in ARRAY_DATASETS else "torchvision"
+    if loader not in LOADERS:
         raise DataError(
-            f"data.loader='tensor' is not valid for data.name={name!r}; accepted: torchvision, auto"
+            f"data.loader={loader!r} is not valid; accepted: auto, {', '.join(LOADERS)}"
+        )
+    if loader != "torchvision" and name in FOLDER_DATASETS:
+        raise DataError(
+            f"data.loader={loader!r} is not valid for data.name={name!r}; accepted: torchvision, auto"
         )
     common = dict(
         cfg=cfg,
@@ -158,18 +159,9 @@ def build_data(
         accumulate=accumulate,
         stats=stats,
     )
-    if name in IN_MEMORY:
-        return _in_memory_bundle(_load_arrays(cfg), loader=loader, **common)
+    if name in ARRAY_DATASETS:
+        return _in_memory_bundle(ARRAY_DATASETS[name](cfg), loader=loader, **common)
     return _folder_bundle(**common)
-
-
-def _load_arrays(cfg: Mapping[str, Any]) -> ArrayDataset:
-    name, size = cfg["name"], int(cfg.get("image_size", 32))
-    if name == "digits":
-        return load_digits(size, float(cfg.get("val_fraction", 0.2)))
-    if name == "fake":
-        return make_fake(int(cfg.get("fake_size", 1024)), int(cfg.get("num_classes") or 10), size)
-    return load_cifar(name, str(cfg["root"]), bool(cfg.get("download", False)))
 
 
 def _stats(
@@ -218,7 +210,6 @@ def _in_memory_bundle(
 ) -> DataBundle:
     check_arrays(arrays, cfg["name"])
     mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]), stats)
-    aug = cfg["augment"]
     evaluated = arrays.train if split == "train" else arrays.val
     _check_classes(cfg, len(arrays.class_names))
     stored = int(arrays.train.images.shape[-1])
@@ -227,60 +218,21 @@ def _in_memory_bundle(
     size = int(cfg.get("image_size") or stored)
     resize = size if size != stored else None
     shard = dict(seed=seed, rank=rank, world_size=world_size)
-    if loader == "tensor":
-        if aug.get("auto_augment") or aug.get("random_erasing"):
-            raise DataError(
-                "data.augment.auto_augment/random_erasing need data.loader=torchvision "
-                "(the tensor loader does crop, flip and cutout)"
-            )
-        train = TensorLoader(
-            arrays.train.images,
-            arrays.train.labels,
-            batch_size=batch_size,
-            mean=mean,
-            std=std,
-            device=device,
-            train=True,
-            crop_padding=int(aug.get("crop_padding", 0)),
-            hflip=bool(aug.get("hflip", False)),
-            cutout=int(aug.get("cutout", 0)),
-            drop_last=bool(cfg.get("drop_last", True)),
-            accumulate=accumulate,
-            resize=resize,
-            **shard,
-        )
-        val = TensorLoader(
-            evaluated.images,
-            evaluated.labels,
-            batch_size=eval_batch_size,
-            mean=mean,
-            std=std,
-            device=device,
-            train=False,
-            resize=resize,
-            **shard,
-        )
-    else:
-        if aug.get("cutout"):
-            raise DataError("data.augment.cutout needs data.loader=tensor; use random_erasing here")
-        options = _loader_options(cfg, workers)
-        train = SamplerLoader(
-            TensorImageDataset(arrays.train, T.small_image_train(aug, stored, mean, std, resize)),
-            batch_size=batch_size,
-            train=True,
-            drop_last=bool(cfg.get("drop_last", True)),
-            accumulate=accumulate,
-            **options,
-            **shard,
-        )
-        val = SamplerLoader(
-            TensorImageDataset(evaluated, T.small_image_eval(mean, std, resize)),
-            batch_size=eval_batch_size,
-            train=False,
-            drop_last=False,
-            **options,
-            **shard,
-        )
+    train, val = LOADERS[loader](
+        arrays.train,
+        evaluated,
+        cfg=cfg,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        mean=mean,
+        std=std,
+        device=device,
+        workers=workers,
+        accumulate=accumulate,
+        stored=stored,
+        resize=resize,
+        **shard,
+    )
     return DataBundle(
         train=train,
         val=val,
@@ -293,6 +245,105 @@ def _in_memory_bundle(
         train_size=len(arrays.train.labels),
         val_size=len(evaluated.labels),
     )
+
+
+def _tensor_loaders(
+    train_split: ArraySplit,
+    evaluated: ArraySplit,
+    *,
+    cfg,
+    batch_size,
+    eval_batch_size,
+    mean,
+    std,
+    device,
+    workers,
+    accumulate,
+    stored,
+    resize,
+    **shard,
+):
+    """Batches cut and augmented as whole tensors on the device (crop, flip, cutout)."""
+    aug = cfg["augment"]
+    if aug.get("auto_augment") or aug.get("random_erasing"):
+        raise DataError(
+            "data.augment.auto_augment/random_erasing need data.loader=torchvision "
+            "(the tensor loader does crop, flip and cutout)"
+        )
+    train = TensorLoader(
+        train_split.images,
+        train_split.labels,
+        batch_size=batch_size,
+        mean=mean,
+        std=std,
+        device=device,
+        train=True,
+        crop_padding=int(aug.get("crop_padding", 0)),
+        hflip=bool(aug.get("hflip", False)),
+        cutout=int(aug.get("cutout", 0)),
+        drop_last=bool(cfg.get("drop_last", True)),
+        accumulate=accumulate,
+        resize=resize,
+        **shard,
+    )
+    val = TensorLoader(
+        evaluated.images,
+        evaluated.labels,
+        batch_size=eval_batch_size,
+        mean=mean,
+        std=std,
+        device=device,
+        train=False,
+        resize=resize,
+        **shard,
+    )
+    return train, val
+
+
+def _torchvision_loaders(
+    train_split: ArraySplit,
+    evaluated: ArraySplit,
+    *,
+    cfg,
+    batch_size,
+    eval_batch_size,
+    mean,
+    std,
+    device,
+    workers,
+    accumulate,
+    stored,
+    resize,
+    **shard,
+):
+    """Per-sample torchvision transforms in loader workers (every augmentation but cutout)."""
+    aug = cfg["augment"]
+    if aug.get("cutout"):
+        raise DataError("data.augment.cutout needs data.loader=tensor; use random_erasing here")
+    options = _loader_options(cfg, workers)
+    train = SamplerLoader(
+        TensorImageDataset(train_split, T.small_image_train(aug, stored, mean, std, resize)),
+        batch_size=batch_size,
+        train=True,
+        drop_last=bool(cfg.get("drop_last", True)),
+        accumulate=accumulate,
+        **options,
+        **shard,
+    )
+    val = SamplerLoader(
+        TensorImageDataset(evaluated, T.small_image_eval(mean, std, resize)),
+        batch_size=eval_batch_size,
+        train=False,
+        drop_last=False,
+        **options,
+        **shard,
+    )
+    return train, val
+
+
+# data.loader -> the (train, val) loader pair of an in-memory dataset (image folders always use
+# torchvision's). The one list of loaders: build_data and config validation (with `auto`) read it.
+LOADERS = {"tensor": _tensor_loaders, "torchvision": _torchvision_loaders}
 
 
 def _loader_options(cfg, workers: int) -> dict[str, Any]:

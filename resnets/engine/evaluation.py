@@ -24,13 +24,12 @@ from ..data import DataBundle, build_data
 from ..models import build_model_from_config
 from ..models.pretrained import parse_spec, preprocessing_for, pretrained_stats, state_from_file
 from ..models.summary import count_flops, count_macs
-from ..runtime import check_runtime
+from ..runtime import PRECISIONS, autocast, check_runtime
 from . import distributed as D
 from .checkpoint import CheckpointError
 from .logging import TensorBoard
 from .metrics import classification_report
 from .plots import confusion_figure, reliability_diagram
-from .trainer import autocast
 
 log = logging.getLogger(__name__)
 TTA = ("none", "flip")
@@ -230,9 +229,9 @@ def evaluate_run(
     """The whole job of `python evaluate.py ckpt=... | weights=...`; returns the metrics written."""
     if cfg.tta not in TTA:
         raise ConfigError(f"tta={cfg.tta!r} is not valid; accepted: {', '.join(TTA)}")
-    if cfg.precision not in ("32", "bf16-mixed", "16-mixed"):
+    if cfg.precision not in PRECISIONS:
         raise ConfigError(
-            f"precision={cfg.precision!r} is not valid; accepted: 32, bf16-mixed, 16-mixed"
+            f"precision={cfg.precision!r} is not valid; accepted: {', '.join(PRECISIONS)}"
         )
     source, weights, state, run = checkpoint_run(cfg, overrides)
     ckpt = Path(cfg.ckpt) if cfg.ckpt else None

@@ -32,7 +32,13 @@ from ..models import build_model_from_config
 from ..models.pretrained import pretrained_stats
 from ..models.summary import count_flops, count_macs
 from ..optim import build_optimizer, build_scheduler, learning_rates
-from ..runtime import apply_device_defaults, check_channels_last, check_runtime
+from ..runtime import (
+    PRECISIONS,
+    apply_device_defaults,
+    autocast,
+    check_channels_last,
+    check_runtime,
+)
 from . import distributed as D
 from . import resume as R
 from .checkpoint import (
@@ -76,13 +82,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -200,7 +199,7 @@ class Trainer:
                 f"(data.drop_last={self.settings['drop_last']}). Accepted: a smaller batch size "
                 "or accumulation, or data.drop_last=false"
             )
-        self.scaler = torch.amp.GradScaler("cuda") if t.precision == "16-mixed" else None
+        self.scaler = torch.amp.GradScaler("cuda") if PRECISIONS[t.precision].grad_scaler else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         self.mix = self._mixing(t, self.data.num_classes)
         self.epoch, self.step, self.samples_in_epoch = 0, 0, 0
