@@ -229,6 +229,12 @@ def evaluate_run(
     """The whole job of `python evaluate.py ckpt=... | weights=...`; returns the metrics written."""
     if cfg.tta not in TTA:
         raise ConfigError(f"tta={cfg.tta!r} is not valid; accepted: {', '.join(TTA)}")
+    if "trainer.precision" in override_keys(overrides):
+        # scoring has one precision field, the top-level one; the trainer's would be ignored
+        raise ConfigError(
+            f"trainer.precision={OmegaConf.select(cfg, 'trainer.precision')!r} is not an "
+            f"evaluate.py setting; use the top-level field: precision=<{'|'.join(PRECISIONS)}>"
+        )
     if cfg.precision not in PRECISIONS:
         raise ConfigError(
             f"precision={cfg.precision!r} is not valid; accepted: {', '.join(PRECISIONS)}"
