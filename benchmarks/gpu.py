@@ -261,7 +261,7 @@ def _write_jpegs(root: Path, n: int, size: tuple[int, int]) -> None:
 
 def decode_rates(workers: int, smoke: bool) -> dict:
     """One epoch of train batches, normalised on the device, after one warm-up epoch."""
-    from resnets.data import _folder_bundle
+    from resnets.data.factory import _folder_bundle
 
     device = torch.device("cpu" if smoke else "cuda")
     n, batch = (16, 8) if smoke else (2048, 128)

@@ -354,8 +354,8 @@ def test_png_named_jpeg_and_cmyk_fall_back_to_the_cpu_and_are_counted(tmp_path) 
 def test_gpu_decode_bundle_trains_through_odd_files_and_counts_them(tmp_path) -> None:
     """The gpu_decode loaders, decoding on the CPU (the device check bypassed): a PNG named .JPEG
     and a CMYK JPEG go through the CPU and training batches still come out whole."""
-    from resnets.data import _folder_bundle
     from resnets.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+    from resnets.data.factory import _folder_bundle
 
     from .test_data import data_cfg
 
@@ -401,7 +401,7 @@ def test_gpu_decode_bundle_trains_through_odd_files_and_counts_them(tmp_path) ->
 
 FD_SCRIPT = """
 import resource, sys, torch
-from resnets.data import _folder_bundle
+from resnets.data.factory import _folder_bundle
 from tests.test_data import data_cfg
 
 limit = int(sys.argv[2])

@@ -236,7 +236,7 @@ def test_torchvision_loader_same_interface(cifar10_root) -> None:
 
 def _folder_bundle_decoding_on(device: str, root, **fields):
     """The gpu_decode path with its device check bypassed: decode_jpeg runs on the CPU too."""
-    from resnets.data import _folder_bundle
+    from resnets.data.factory import _folder_bundle
 
     cfg = data_cfg(
         name="imagefolder", root=str(root), image_size=32, val_crop=32, val_resize=36, **fields

@@ -1,0 +1,577 @@
+"""The data factory: `build_data(cfg.data, ...)` picks the dataset and builds its loaders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from . import transforms as T
+from .bad_images import BadImageLoader, SkipUnreadable, collate_skipping, read_rgb
+from .datasets import (
+    ARRAY_DATASETS,
+    FOLDER_DATASETS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArrayDataset,
+    ArraySplit,
+    check_arrays,
+    dataset_names,
+    image_folder_dir,
+)
+from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, collate_encoded
+from .errors import DataError
+from .loaders import SamplerLoader, TensorLoader
+from .normalize import DeviceNormalized, Normalize
+
+NO_TEST_SPLIT = {
+    "digits": "its validation images are a stratified data.val_fraction of the 1,797 digits",
+    "fake": "it is generated: train and val only",
+}
+
+__all__ = ["LOADERS", "DataBundle", "DataError", "build_data", "dataset_names"]
+
+
+@dataclass
+class DataBundle:
+    train: Any
+    val: Any
+    num_classes: int
+    in_chans: int
+    image_size: int
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_size: int
+    val_size: int
+    # validation geometry of an image file: shorter side resized to eval_resize, centre crop
+    # eval_crop (in-memory datasets are stored at their size, so both equal image_size)
+    eval_resize: int = 0
+    eval_crop: int = 0
+
+    def eval_preprocessing(self) -> dict[str, Any]:
+        """Exactly the validation preprocessing, as plain values (model.json, predict.py)."""
+        return {
+            "mode": "L" if self.in_chans == 1 else "RGB",
+            "resize": self.eval_resize or self.image_size,
+            "crop": self.eval_crop or self.image_size,
+            "interpolation": "bilinear",
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+class TensorImageDataset(Dataset):
+    """uint8 CHW tensors through a per-sample torchvision transform (`data.loader=torchvision`)."""
+
+    def __init__(self, split: ArraySplit, transform) -> None:
+        self.images, self.labels, self.transform = split.images, split.labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+class TransformedSubset(Dataset):
+    """A subset of an ImageFolder with its own transform (train and val split one tree)."""
+
+    def __init__(self, folder, indices: Sequence[int], transform) -> None:
+        self.folder, self.indices, self.transform = folder, list(indices), transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        image, label = self.folder[self.indices[i]]
+        return self.transform(image), label
+
+
+def build_data(
+    cfg: Mapping[str, Any],
+    *,
+    batch_size: int,
+    eval_batch_size: int | None = None,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    split: str | None = None,
+    accumulate: int = 1,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> DataBundle:
+    """Train and evaluation loaders for `cfg` (a `data` config node); `split` picks what `val` scores.
+
+    The train loader yields `accumulate` micro-batches per rank for each optimizer step, cut as
+    `resnets.data.plan` says. `stats`: (mean, std) of pretrained weights, used instead of the
+    dataset's own when data.mean/std are unset (averaged over channels for one-channel images)."""
+    name = cfg["name"]
+    if name not in dataset_names():
+        raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(dataset_names())}")
+    if cfg.get("gpu_decode") and (device is None or torch.device(device).type != "cuda"):
+        raise DataError("data.gpu_decode=true needs a CUDA device; accepted on CPU: false")
+    if cfg.get("gpu_decode") and name not in FOLDER_DATASETS:
+        raise DataError(
+            f"data.gpu_decode=true decodes image folders; data.name={name!r} is already decoded "
+            f"in memory (accepted with gpu_decode: {', '.join(FOLDER_DATASETS)})"
+        )
+    if name in FOLDER_DATASETS and not cfg.get("root"):
+        raise DataError(
+            f"data={name} needs data.root=PATH: a folder holding train/<class>/<images> "
+            "(and val/<class>/..., or a data.val_fraction split of train/)"
+        )
+    split = split or cfg.get("split", "val")
+    if split not in ("val", "test", "train"):
+        raise DataError(f"data.split={split!r} is not valid; accepted: val, test, train")
+    if split == "test" and name in NO_TEST_SPLIT:
+        # scoring the validation images under the name "test" would mislead
+        raise DataError(
+            f"data.split='test': {name} has no test split ({NO_TEST_SPLIT[name]}); "
+            f"accepted for data={name}: val, train"
+        )
+    loader = cfg.get("loader", "auto")
+    if loader == "auto":
+        loader = "tensor" if name in ARRAY_DATASETS else "torchvision"
+    if loader not in LOADERS:
+        raise DataError(
+            f"data.loader={loader!r} is not valid; accepted: auto, {', '.join(LOADERS)}"
+        )
+    if loader != "torchvision" and name in FOLDER_DATASETS:
+        raise DataError(
+            f"data.loader={loader!r} is not valid for data.name={name!r}; accepted: torchvision, auto"
+        )
+    common = dict(
+        cfg=cfg,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size or batch_size,
+        device=torch.device(device),
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        workers=num_workers,
+        split=split,
+        accumulate=accumulate,
+        stats=stats,
+    )
+    if name in ARRAY_DATASETS:
+        return _in_memory_bundle(ARRAY_DATASETS[name](cfg), loader=loader, **common)
+    return _folder_bundle(**common)
+
+
+def _stats(
+    cfg, default_mean, default_std, channels: int, weights_stats=None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if weights_stats is not None:
+        default_mean, default_std = (
+            # a one-channel image meets summed first-conv weights: average the channel statistics
+            (sum(v) / len(v),) if channels == 1 and len(v) != 1 else tuple(v)
+            for v in weights_stats
+        )
+    mean = tuple(cfg.get("mean") or default_mean)
+    std = tuple(cfg.get("std") or default_std)
+    for field, values in (("mean", mean), ("std", std)):
+        if len(values) != channels:
+            raise DataError(
+                f"data.{field}={list(values)} has {len(values)} values; the images have "
+                f"{channels} channel{'s' if channels > 1 else ''} (accepted: {channels} numbers)"
+            )
+    if any(not s > 0 for s in std):
+        raise DataError(f"data.std={list(std)} is not valid; accepted: positive numbers")
+    return mean, std
+
+
+def _check_classes(cfg, found: int) -> None:
+    wanted = cfg.get("num_classes")
+    if wanted is not None and int(wanted) != found and cfg["name"] != "fake":
+        raise DataError(f"data.num_classes={wanted} does not match the dataset, which has {found}")
+
+
+def _in_memory_bundle(
+    arrays: ArrayDataset,
+    *,
+    cfg,
+    loader,
+    batch_size,
+    eval_batch_size,
+    device,
+    seed,
+    rank,
+    world_size,
+    workers,
+    split,
+    accumulate,
+    stats=None,
+) -> DataBundle:
+    check_arrays(arrays, cfg["name"])
+    mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]), stats)
+    evaluated = arrays.train if split == "train" else arrays.val
+    _check_classes(cfg, len(arrays.class_names))
+    stored = int(arrays.train.images.shape[-1])
+    # CIFAR is stored at 32 px; another data.image_size upsamples each batch (digits and fake
+    # are generated at data.image_size already)
+    size = int(cfg.get("image_size") or stored)
+    resize = size if size != stored else None
+    shard = dict(seed=seed, rank=rank, world_size=world_size)
+    train, val = LOADERS[loader](
+        arrays.train,
+        evaluated,
+        cfg=cfg,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        mean=mean,
+        std=std,
+        device=device,
+        workers=workers,
+        accumulate=accumulate,
+        stored=stored,
+        resize=resize,
+        **shard,
+    )
+    return DataBundle(
+        train=train,
+        val=val,
+        num_classes=len(arrays.class_names),
+        in_chans=int(arrays.train.images.shape[1]),
+        image_size=size,
+        class_names=arrays.class_names,
+        mean=mean,
+        std=std,
+        train_size=len(arrays.train.labels),
+        val_size=len(evaluated.labels),
+    )
+
+
+def _tensor_loaders(
+    train_split: ArraySplit,
+    evaluated: ArraySplit,
+    *,
+    cfg,
+    batch_size,
+    eval_batch_size,
+    mean,
+    std,
+    device,
+    workers,
+    accumulate,
+    stored,
+    resize,
+    **shard,
+):
+    """Batches cut and augmented as whole tensors on the device (crop, flip, cutout)."""
+    aug = cfg["augment"]
+    if aug.get("auto_augment") or aug.get("random_erasing"):
+        raise DataError(
+            "data.augment.auto_augment/random_erasing need data.loader=torchvision "
+            "(the tensor loader does crop, flip and cutout)"
+        )
+    train = TensorLoader(
+        train_split.images,
+        train_split.labels,
+        batch_size=batch_size,
+        mean=mean,
+        std=std,
+        device=device,
+        train=True,
+        crop_padding=int(aug.get("crop_padding", 0)),
+        hflip=bool(aug.get("hflip", False)),
+        cutout=int(aug.get("cutout", 0)),
+        drop_last=bool(cfg.get("drop_last", True)),
+        accumulate=accumulate,
+        resize=resize,
+        **shard,
+    )
+    val = TensorLoader(
+        evaluated.images,
+        evaluated.labels,
+        batch_size=eval_batch_size,
+        mean=mean,
+        std=std,
+        device=device,
+        train=False,
+        resize=resize,
+        **shard,
+    )
+    return train, val
+
+
+def _torchvision_loaders(
+    train_split: ArraySplit,
+    evaluated: ArraySplit,
+    *,
+    cfg,
+    batch_size,
+    eval_batch_size,
+    mean,
+    std,
+    device,
+    workers,
+    accumulate,
+    stored,
+    resize,
+    **shard,
+):
+    """Per-sample torchvision transforms in loader workers (every augmentation but cutout)."""
+    aug = cfg["augment"]
+    if aug.get("cutout"):
+        raise DataError("data.augment.cutout needs data.loader=tensor; use random_erasing here")
+    options = _loader_options(cfg, workers)
+    train = SamplerLoader(
+        TensorImageDataset(train_split, T.small_image_train(aug, stored, mean, std, resize)),
+        batch_size=batch_size,
+        train=True,
+        drop_last=bool(cfg.get("drop_last", True)),
+        accumulate=accumulate,
+        **options,
+        **shard,
+    )
+    val = SamplerLoader(
+        TensorImageDataset(evaluated, T.small_image_eval(mean, std, resize)),
+        batch_size=eval_batch_size,
+        train=False,
+        drop_last=False,
+        **options,
+        **shard,
+    )
+    return train, val
+
+
+# data.loader -> the (train, val) loader pair of an in-memory dataset (image folders always use
+# torchvision's). The one list of loaders: build_data and config validation (with `auto`) read it.
+LOADERS = {"tensor": _tensor_loaders, "torchvision": _torchvision_loaders}
+
+
+def _loader_options(cfg, workers: int) -> dict[str, Any]:
+    return dict(
+        workers=workers,
+        pin_memory=bool(cfg.get("pin_memory", True)),
+        persistent_workers=bool(cfg.get("persistent_workers", True)),
+        prefetch_factor=int(cfg.get("prefetch_factor", 4)),
+    )
+
+
+def _samples(dataset) -> list[tuple[str, int]]:
+    """(path, label) pairs of an ImageFolder or of a TransformedSubset of one."""
+    if isinstance(dataset, TransformedSubset):
+        return [dataset.folder.samples[i] for i in dataset.indices]
+    return list(dataset.samples)
+
+
+def device_decode_loaders(
+    train_set,
+    eval_set,
+    train_tf: BatchTransform,
+    eval_tf: BatchTransform,
+    *,
+    device: torch.device,
+    batch_size: int,
+    eval_batch_size: int,
+    drop_last: bool,
+    accumulate: int = 1,
+    **options,
+) -> tuple[DeviceDecodeLoader, DeviceDecodeLoader]:
+    """Workers read JPEG bytes; decoding and the folder pipelines' transforms run on `device`."""
+    train = SamplerLoader(
+        EncodedImages(_samples(train_set)),
+        batch_size=batch_size,
+        train=True,
+        drop_last=drop_last,
+        accumulate=accumulate,
+        collate_fn=collate_encoded,
+        **options,
+    )
+    val = SamplerLoader(
+        EncodedImages(_samples(eval_set)),
+        batch_size=eval_batch_size,
+        train=False,
+        drop_last=False,
+        collate_fn=collate_encoded,
+        **options,
+    )
+    return DeviceDecodeLoader(train, train_tf, device), DeviceDecodeLoader(val, eval_tf, device)
+
+
+def _image_folder(root, transform=None):
+    """An ImageFolder whose loader marks undecodable files; empty class folders stop here."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(root), transform=transform, loader=read_rgb)
+    except FileNotFoundError as err:  # no class folders, or a class folder without images
+        raise DataError(f"{root}: {str(err).splitlines()[0]}") from err
+
+
+def _device_transforms(
+    aug, size: int, val_resize: int, val_crop: int, mean, std, device: torch.device
+) -> tuple[BatchTransform, BatchTransform]:
+    """T.folder_train / T.folder_eval as batch transforms on the device (data.gpu_decode)."""
+    auto = T._auto_augment(aug.get("auto_augment"))
+    train = BatchTransform(
+        train=True,
+        size=size,
+        mean=mean,
+        std=std,
+        device=device,
+        scale=tuple(aug.get("random_resized_crop_scale", (0.08, 1.0))),
+        hflip=bool(aug.get("hflip", False)),
+        auto_augment=auto[0] if auto else None,
+        random_erasing=float(aug.get("random_erasing", 0.0)),
+    )
+    val = BatchTransform(
+        train=False, size=val_crop, resize=val_resize, mean=mean, std=std, device=device
+    )
+    return train, val
+
+
+def _eval_folder(root: str, train_folder, transform):
+    """An ImageFolder of a val/test tree labelled with train's class-to-index mapping: a class
+    missing there just has no samples; a class train does not know is refused."""
+    from torchvision.datasets import ImageFolder
+
+    mapping = train_folder.class_to_idx
+    found = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    unknown = [name for name in found if name not in mapping]
+    if unknown:
+        raise DataError(
+            f"{root} has class folder(s) {', '.join(map(repr, unknown))} that {train_folder.root} "
+            f"does not have; accepted: the training classes ({', '.join(train_folder.classes)})"
+        )
+
+    class TrainClasses(ImageFolder):
+        def find_classes(self, directory):
+            return list(train_folder.classes), dict(mapping)
+
+    folder = TrainClasses(root, transform=transform, loader=read_rgb, allow_empty=True)
+    # a class folder that is there but holds no image is a damaged tree, not a missing class
+    present = set(folder.targets)
+    empty = [name for name in found if mapping[name] not in present]
+    if empty:
+        raise DataError(f"{root}: found no valid file for the classes {', '.join(empty)}")
+    return folder
+
+
+def _folder_bundle(
+    *,
+    cfg,
+    batch_size,
+    eval_batch_size,
+    device,
+    seed,
+    rank,
+    world_size,
+    workers,
+    split,
+    accumulate=1,
+    stats=None,
+) -> DataBundle:
+    from sklearn.model_selection import train_test_split
+
+    root = str(cfg["root"])
+    mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3, stats)
+    aug, size = cfg["augment"], int(cfg.get("image_size", 224))
+    val_resize, val_crop = T.eval_geometry(cfg, size)
+    # workers end in uint8 tensors; the batch is normalised on `device` (normalize.py)
+    train_tf = T.folder_train(aug, size, mean)
+    eval_tf = T.folder_eval(val_resize, val_crop)
+    train_folder = _image_folder(image_folder_dir(root, "train"))
+    if not train_folder.samples:
+        raise DataError(f"data.root={root!r}: {root}/train holds no images")
+    held_out = "val" if split in ("val", "train") else "test"
+    has_dir = (Path(root) / held_out).is_dir()
+    if has_dir or cfg["name"] == "imagenet":
+        train_set = _image_folder(train_folder.root, transform=train_tf)
+        if split == "train":
+            eval_set = _image_folder(train_folder.root, transform=eval_tf)
+        else:
+            eval_set = _eval_folder(str(image_folder_dir(root, held_out)), train_folder, eval_tf)
+        classes = train_folder.classes
+    else:  # one tree: a fixed stratified split
+        targets = train_folder.targets
+        try:
+            train_idx, val_idx = train_test_split(
+                list(range(len(targets))),
+                test_size=float(cfg.get("val_fraction", 0.2)),
+                stratify=targets,
+                random_state=0,
+            )
+        except ValueError as err:  # e.g. a class with one image cannot be split stratified
+            raise DataError(
+                f"data.val_fraction={cfg.get('val_fraction')}: {root}/train cannot be split into "
+                f"train and val by class ({err}); add a val/ folder or more images"
+            ) from err
+        train_set = TransformedSubset(train_folder, train_idx, train_tf)
+        eval_set = TransformedSubset(
+            train_folder, train_idx if split == "train" else val_idx, eval_tf
+        )
+        classes = train_folder.classes
+    _check_classes(cfg, len(classes))
+    shard = dict(seed=seed, rank=rank, world_size=world_size)
+    options = _loader_options(cfg, workers)
+    drop_last = bool(cfg.get("drop_last", True))
+    if cfg.get("gpu_decode"):
+        train, val = device_decode_loaders(
+            train_set,
+            eval_set,
+            *_device_transforms(aug, size, val_resize, val_crop, mean, std, device),
+            device=device,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            drop_last=drop_last,
+            accumulate=accumulate,
+            **options,
+            **shard,
+        )
+    else:  # unreadable images are skipped and counted (bad_images.py)
+        limit = float(cfg.get("max_bad_images", 0.001))
+        train = BadImageLoader(
+            SamplerLoader(
+                SkipUnreadable(train_set, substitute=True),
+                batch_size=batch_size,
+                train=True,
+                drop_last=drop_last,
+                collate_fn=collate_skipping,
+                accumulate=accumulate,
+                **options,
+                **shard,
+            ),
+            size=len(train_set),
+            max_fraction=limit,
+            where=f"the train split of {root}",
+        )
+        val = BadImageLoader(
+            SamplerLoader(
+                SkipUnreadable(eval_set, substitute=False),
+                batch_size=eval_batch_size,
+                train=False,
+                drop_last=False,
+                collate_fn=collate_skipping,
+                **options,
+                **shard,
+            ),
+            size=len(eval_set),
+            max_fraction=limit,
+            where=f"the {split} split of {root}",
+        )
+        normalize = Normalize(mean, std, device)
+        train = DeviceNormalized(train, normalize, device)
+        val = DeviceNormalized(val, normalize, device)
+    return DataBundle(
+        train=train,
+        val=val,
+        num_classes=len(classes),
+        in_chans=3,
+        image_size=size,
+        class_names=list(classes),
+        mean=mean,
+        std=std,
+        train_size=len(train_set),
+        val_size=len(eval_set),
+        eval_resize=val_resize,
+        eval_crop=val_crop,
+    )
