@@ -28,6 +28,7 @@ from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, co
 from .errors import DataError
 from .loaders import SamplerLoader, TensorLoader
 from .normalize import DeviceNormalized, Normalize
+from .repeated import check_repeats
 
 IN_MEMORY = ("digits", "cifar10", "cifar100", "fake")
 FOLDERS = ("imagenet", "imagefolder")
@@ -116,6 +117,7 @@ def build_data(
     `resnets.data.plan` says. `stats`: (mean, std) of pretrained weights, used instead of the
     dataset's own when data.mean/std are unset (averaged over channels for one-channel images)."""
     name = cfg["name"]
+    repeats_of(cfg)
     if name not in DATASETS:
         raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(DATASETS)}")
     if cfg.get("gpu_decode") and (device is None or torch.device(device).type != "cuda"):
@@ -162,6 +164,11 @@ def build_data(
     if name in IN_MEMORY:
         return _in_memory_bundle(_load_arrays(cfg), loader=loader, **common)
     return _folder_bundle(**common)
+
+
+def repeats_of(cfg: Mapping[str, Any]) -> int:
+    """data.repeated_aug, checked (0 or 1: off)."""
+    return check_repeats(cfg.get("repeated_aug", 0))
 
 
 def _load_arrays(cfg: Mapping[str, Any]) -> ArrayDataset:
@@ -227,7 +234,8 @@ def _in_memory_bundle(
     # are generated at data.image_size already)
     size = int(cfg.get("image_size") or stored)
     resize = size if size != stored else None
-    shard = dict(seed=seed, rank=rank, world_size=world_size)
+    # repeated augmentation applies to the train loaders (resnets.data.repeated)
+    shard = dict(seed=seed, rank=rank, world_size=world_size, repeats=repeats_of(cfg))
     if loader == "tensor":
         if aug.get("auto_augment") or aug.get("random_erasing"):
             raise DataError(
@@ -460,7 +468,8 @@ def _folder_bundle(
         )
         classes = train_folder.classes
     _check_classes(cfg, len(classes))
-    shard = dict(seed=seed, rank=rank, world_size=world_size)
+    # repeated augmentation applies to the train loaders (resnets.data.repeated)
+    shard = dict(seed=seed, rank=rank, world_size=world_size, repeats=repeats_of(cfg))
     options = _loader_options(cfg, workers)
     drop_last = bool(cfg.get("drop_last", True))
     if cfg.get("gpu_decode"):

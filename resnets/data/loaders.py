@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .plan import augment_generator, rank_micro_batches, sample_seed
+from .repeated import repeated_order
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -29,6 +30,35 @@ def epoch_generator(
     so augmentation needs no host round trip; on the CPU the numbers are those of before."""
     return torch.Generator(device=device).manual_seed(
         (seed * 1_000_003 + epoch * 9_176 + salt) % 2**63
+    )
+
+
+def epoch_order(
+    n: int,
+    start: int = 0,
+    *,
+    seed: int,
+    epoch: int,
+    repeats: int = 0,
+    batch_size: int,
+    accumulate: int = 1,
+    world_size: int = 1,
+    drop_last: bool = True,
+) -> torch.Tensor:
+    """The training order of epoch `epoch`: position p of the plan takes sample order[p]. A seeded
+    permutation, or with `repeats` >= 2 that permutation's repeated-augmentation order
+    (resnets.data.repeated), valid from position `start` on."""
+    order = torch.randperm(n, generator=epoch_generator(seed, epoch))
+    if repeats < 2:
+        return order
+    return repeated_order(
+        order,
+        start,
+        repeats=repeats,
+        batch_size=batch_size,
+        accumulate=accumulate,
+        world_size=world_size,
+        drop_last=drop_last,
     )
 
 
@@ -143,8 +173,10 @@ class TensorLoader:
         world_size: int = 1,
         accumulate: int = 1,
         resize: int | None = None,
+        repeats: int = 0,
     ) -> None:
         device = torch.device(device)
+        self.repeats = repeats  # repeated augmentation in training (resnets.data.repeated)
         self.images = images.to(device)
         self.resize = resize  # upsample each batch on the device (CIFAR for ImageNet weights)
         self.labels = labels.to(device)
@@ -209,8 +241,18 @@ class TensorLoader:
                 idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
                 yield self._finish(self.images[idx]), self.labels[idx]
             return
-        plan, self.start = self._plan(), 0  # a resumed start applies to one pass only
-        order = torch.randperm(len(self.labels), generator=epoch_generator(self.seed, self.epoch))
+        start, plan, self.start = self.start, self._plan(), 0  # a resumed start: one pass only
+        order = epoch_order(
+            len(self.labels),
+            start,
+            seed=self.seed,
+            epoch=self.epoch,
+            repeats=self.repeats,
+            batch_size=self.batch_size,
+            accumulate=self.accumulate,
+            world_size=self.world_size,
+            drop_last=self.drop_last,
+        )
         if self.device.type == "cuda":  # once an epoch, and without waiting for the copy
             order = order.pin_memory().to(self.device, non_blocking=True)
         params = self._augment_params()  # drawn on the device: no per-step host copies
@@ -315,8 +357,9 @@ class PlannedBatches(Sampler[list[tuple[int, int]]]):
         rank: int,
         world_size: int,
         drop_last: bool,
+        repeats: int = 0,
     ) -> None:
-        self.n, self.seed = n, seed
+        self.n, self.seed, self.repeats = n, seed, repeats
         self.layout = dict(
             batch_size=batch_size,
             accumulate=accumulate,
@@ -336,8 +379,11 @@ class PlannedBatches(Sampler[list[tuple[int, int]]]):
         return len(self._plan())
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        plan, self.start = self._plan(), 0  # a resumed start applies to one pass only
-        order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist()
+        start, plan, self.start = self.start, self._plan(), 0  # a resumed start: one pass only
+        layout = {k: v for k, v in self.layout.items() if k != "rank"}
+        order = epoch_order(
+            self.n, start, seed=self.seed, epoch=self.epoch, repeats=self.repeats, **layout
+        ).tolist()
         for offset, size in plan:
             yield [
                 (order[p], sample_seed(self.seed, self.epoch, p))
@@ -382,6 +428,7 @@ class SamplerLoader:
         world_size: int = 1,
         accumulate: int = 1,
         collate_fn=None,
+        repeats: int = 0,
     ) -> None:
         self.batch_size, self.world_size = batch_size, world_size
         self.drop_last = drop_last and train
@@ -395,6 +442,7 @@ class SamplerLoader:
                 rank=rank,
                 world_size=world_size,
                 drop_last=self.drop_last,
+                repeats=repeats,
             )
             batching = dict(batch_sampler=self.sampler)
         else:
