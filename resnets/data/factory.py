@@ -28,6 +28,7 @@ from .datasets import (
 from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, collate_encoded
 from .errors import DataError
 from .loaders import Loader, SamplerLoader, TensorLoader
+from .normalize import DeviceNormalized, Normalize
 
 IN_MEMORY = ("digits", "cifar10", "cifar100", "fake")
 FOLDERS = ("imagenet", "imagefolder")
@@ -456,8 +457,9 @@ def _folder_bundle(
     mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3, stats)
     aug, size = cfg["augment"], int(cfg["image_size"])
     val_resize, val_crop = T.eval_geometry(cfg, size)
-    train_tf = T.folder_train(aug, size, mean, std)
-    eval_tf = T.folder_eval(val_resize, val_crop, mean, std)
+    # workers end in uint8 tensors; the batch is normalised on `device` (normalize.py)
+    train_tf = T.folder_train(aug, size, mean)
+    eval_tf = T.folder_eval(val_resize, val_crop)
     train_folder = _image_folder(image_folder_dir(root, "train"))
     if not train_folder.samples:
         raise DataError(f"data.root={root!r}: {root}/train holds no images")
@@ -519,6 +521,9 @@ def _folder_bundle(
         val = BadImageLoader(
             val, size=len(eval_set), max_fraction=limit, where=f"the {split} split of {root}"
         )
+        normalize = Normalize(mean, std, device)
+        train = DeviceNormalized(train, normalize, device)
+        val = DeviceNormalized(val, normalize, device)
     return DataBundle(
         train=train,
         val=val,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -29,13 +30,16 @@ def run_train(cfg: DictConfig) -> float | None:
     from .trainer import NonFiniteLossError, train
 
     hydra_cfg = HydraConfig.get()
+    # the engine never reads Hydra's global state: the run directory and overrides go in here
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # a job's failure is recorded in its run directory and the sweep goes on
         return run_job(
             cfg,
-            train,
-            Path(hydra_cfg.runtime.output_dir),
-            list(hydra_cfg.overrides.task),
+            functools.partial(train, output_dir=output_dir, overrides=overrides),
+            output_dir,
+            overrides,
             raise_on_failure=hydra_cfg.runtime.choices.get("hydra/sweeper") != "basic",
         )
     try:
@@ -46,7 +50,7 @@ def run_train(cfg: DictConfig) -> float | None:
                     f"{group}={choice} is a sweep and needs -m: python train.py -m {group}={choice} "
                     "(without -m it would train once with the defaults)"
                 )
-        return train(cfg)
+        return train(cfg, output_dir, overrides)
     except (*USER_ERRORS, NonFiniteLossError) as err:
         # bad input or a diverged run: one line naming the field or file, no traceback
         print(f"error: {err}", file=sys.stderr)

@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +65,12 @@ class TrainingInterrupted(SystemExit):
     """Raised after last.pt is written on SIGINT/SIGTERM; the exit status is 128 + signal."""
 
 
-def train(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> float:
-    """Train as `cfg` says; returns the best validation top-1 accuracy in percent."""
+def train(cfg: DictConfig, output_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> float:
+    """Train as `cfg` says into `output_dir`; returns the best validation top-1 accuracy in %.
+
+    `overrides` (the command line's, recorded in metrics.json) only describe the run."""
     try:
-        return Trainer(cfg, output_dir).fit()
+        return Trainer(cfg, output_dir, overrides).fit()
     finally:
         D.cleanup()  # under torchrun: destroy the process group, even after a failure
 
@@ -108,17 +111,19 @@ def evaluate_model(
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> None:
+    """`Trainer(cfg, output_dir).fit()`: a plain Python API; the entry points own Hydra and pass
+    its output directory and command-line overrides in."""
+
+    def __init__(
+        self, cfg: DictConfig, output_dir: str | os.PathLike, overrides: Sequence[str] = ()
+    ) -> None:
         validate(cfg)
         self.device_defaults = apply_device_defaults(
             cfg.trainer, check_runtime(cfg.trainer, cfg.data, model=cfg.model)
         )
         self.cfg = cfg
+        self.overrides = list(overrides)
         self.dist = D.init_distributed(cfg.trainer)
-        if output_dir is None:
-            from hydra.core.hydra_config import HydraConfig
-
-            output_dir = HydraConfig.get().runtime.output_dir
         # every rank uses rank 0's directory (their Hydra timestamps may differ)
         self.out = Path(D.broadcast_object(str(output_dir)))
         own = Path(output_dir)
@@ -819,12 +824,6 @@ class Trainer:
 
     def _final_metrics(self, train_stats, val, wall) -> dict[str, Any]:
         cfg = self.cfg
-        try:
-            from hydra.core.hydra_config import HydraConfig
-
-            overrides = list(HydraConfig.get().overrides.task)
-        except (ValueError, ImportError):
-            overrides = []
         ema = val.get("ema") or {}
         return {
             "status": "finished",  # a failed sweep job writes status "failed" and the reason
@@ -852,7 +851,7 @@ class Trainer:
             "gflops": count_flops(self.model, self.data.image_size, self.data.in_chans) / 1e9,
             "model": cfg.model.name,
             "data": cfg.data.name,
-            "overrides": overrides,
+            "overrides": self.overrides,
             # image files skipped as unreadable (this process's shard)
             "bad_images": unreadable_images(self.data.train, self.data.val),
         }

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint_io import CheckpointError, load_checkpoint, load_weights_file
 from .errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -224,9 +225,6 @@ def _load_timm(tag: str, field: str, spec: str) -> Weights:
 def state_from_file(path: Path, use_ema: bool) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Model weights from a resnets checkpoint (its `model`, or `ema`), a bare state dict, or a
     {'state_dict': ...} file; also the checkpoint itself (None for bare weights)."""
-    # the one safe reader of weight files (weights_only=True, one-line errors); a leaf module
-    from ..engine.checkpoint import CheckpointError, load_checkpoint, load_weights_file
-
     raw = load_weights_file(path)
     if isinstance(raw, dict) and "format_version" in raw:
         state = load_checkpoint(path)
