@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from resnets.config import DataConfig
 from resnets.data import DataError, build_data
 from resnets.data.loaders import PlannedBatches, TensorLoader, epoch_generator
-from resnets.data.plan import rank_micro_batches
+from resnets.data.plan import EpochPlan
 from resnets.data.repeated import rank_streams, repeated_order
 
 from .helpers import TINY, compose_train, read_metrics, run_script_inprocess
@@ -231,11 +231,11 @@ def test_tensor_loader_resumed_mid_epoch_yields_the_same_augmented_batches(world
 def test_plan_positions_are_unchanged_by_repeats() -> None:
     """Repeated augmentation changes which image sits at a position, not the positions: the
     per-rank micro-batch sizes are those of the plan."""
-    plan = rank_micro_batches(37, batch_size=4, accumulate=2, rank=1, world_size=3, drop_last=False)
+    plan = EpochPlan(37, batch_size=4, accumulate=2, world_size=3, drop_last=False)
     got = rank_samples(
         37, seed=0, epoch=0, repeats=4, batch=4, accumulate=2, world=3, drop_last=False
     )
-    assert len(got[1]) == sum(size for _, size in plan)
+    assert len(got[1]) == sum(size for _, size in plan.rank_micro_batches(1))
 
 
 @pytest.mark.parametrize("value", [-1, -3])
@@ -265,14 +265,13 @@ def test_v2_recipe_turns_it_on_with_torchvisions_four_copies() -> None:
 @pytest.mark.slow
 def test_one_epoch_on_digits_with_repeated_augmentation(tmp_path, monkeypatch) -> None:
     from resnets.data import loaders
-    from resnets.data.plan import steps_in_epoch
     from resnets.engine.trainer import train
 
     calls = []
 
-    def spy(order, start=0, **layout):
-        calls.append(layout["repeats"])
-        return repeated_order(order, start, **layout)
+    def spy(order, plan, start=0, *, repeats):
+        calls.append(repeats)
+        return repeated_order(order, plan, start, repeats=repeats)
 
     monkeypatch.setattr(loaders, "repeated_order", spy)
     train(
@@ -281,5 +280,5 @@ def test_one_epoch_on_digits_with_repeated_augmentation(tmp_path, monkeypatch) -
     metrics = read_metrics(tmp_path)
     assert calls == [3]  # the epoch's order was the repeated one
     # the plain epoch's steps (1,437 training digits, batch 64); a third as many distinct images
-    assert metrics["steps"] == steps_in_epoch(1437, batch_size=64) == 22
+    assert metrics["steps"] == EpochPlan(1437, batch_size=64).steps() == 22
     assert metrics["val_top1"] > 20.0  # it learns (chance is 10%)

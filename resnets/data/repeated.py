@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .errors import DataError
-from .plan import micro_batches
+from .plan import EpochPlan
 
 
 def check_repeats(value: Any) -> int:
@@ -49,34 +49,20 @@ def rank_streams(order: torch.Tensor, repeats: int, world_size: int, length: int
 
 
 def repeated_order(
-    order: torch.Tensor,
-    start: int = 0,
-    *,
-    repeats: int,
-    batch_size: int,
-    accumulate: int = 1,
-    world_size: int = 1,
-    drop_last: bool = True,
+    order: torch.Tensor, plan: EpochPlan, start: int = 0, *, repeats: int
 ) -> torch.Tensor:
-    """The epoch's n positions from `start` on, filled for repeated augmentation: the plan's
+    """The epoch's n positions from `start` on, filled for repeated augmentation: `plan`'s
     micro-batches from `start`, each from its rank's stream in turn, every stream continuing at
     start // world_size. Positions the plan does not use keep `order` (never read)."""
-    n = len(order)
-    plan = micro_batches(
-        n,
-        start,
-        batch_size=batch_size,
-        accumulate=accumulate,
-        world_size=world_size,
-        drop_last=drop_last,
-    )
-    first = start // world_size
-    per_rank = sum(size for _, size in plan[::world_size])  # the same on every rank
-    streams = rank_streams(order, repeats, world_size, first + per_rank)
+    world = plan.world_size
+    batches = plan.micro_batches(start)
+    first = start // world
+    per_rank = sum(size for _, size in batches[::world])  # the same on every rank
+    streams = rank_streams(order, repeats, world, first + per_rank)
     out = order.clone()
-    cursor = [first] * world_size
-    for m, (offset, size) in enumerate(plan):
-        rank = m % world_size
+    cursor = [first] * world
+    for m, (offset, size) in enumerate(batches):
+        rank = m % world
         out[offset : offset + size] = streams[rank, cursor[rank] : cursor[rank] + size]
         cursor[rank] += size
     return out
