@@ -261,17 +261,18 @@ def image_folder_dir(root: str, split: str) -> Path:
     return path
 
 
+# each reads a `data` node completed with the schema's defaults (factory.with_schema_defaults)
 def _digits(cfg: Mapping[str, Any]) -> ArrayDataset:
-    return load_digits(int(cfg.get("image_size", 32)), float(cfg.get("val_fraction", 0.2)))
+    return load_digits(int(cfg["image_size"]), float(cfg["val_fraction"]))
 
 
 def _cifar(cfg: Mapping[str, Any]) -> ArrayDataset:
-    return load_cifar(cfg["name"], str(cfg["root"]), bool(cfg.get("download", False)))
+    return load_cifar(cfg["name"], str(cfg["root"]), bool(cfg["download"]))
 
 
-def _fake(cfg: Mapping[str, Any]) -> ArrayDataset:
-    size = int(cfg.get("image_size", 32))
-    return make_fake(int(cfg.get("fake_size", 1024)), int(cfg.get("num_classes") or 10), size)
+def _fake(cfg: Mapping[str, Any]) -> ArrayDataset:  # null num_classes: 10 classes
+    size = int(cfg["image_size"])
+    return make_fake(int(cfg["fake_size"]), int(cfg["num_classes"] or 10), size)
 
 
 # data.name -> the reader of an in-memory dataset's arrays (given the `data` config node). With

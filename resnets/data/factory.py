@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from . import transforms as T
@@ -26,8 +27,9 @@ from .datasets import (
 )
 from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, collate_encoded
 from .errors import DataError
-from .loaders import SamplerLoader, TensorLoader
+from .loaders import Loader, SamplerLoader, TensorLoader
 from .normalize import DeviceNormalized, Normalize
+from .repeated import check_repeats
 
 NO_TEST_SPLIT = {
     "digits": "its validation images are a stratified data.val_fraction of the 1,797 digits",
@@ -37,10 +39,13 @@ NO_TEST_SPLIT = {
 __all__ = ["LOADERS", "DataBundle", "DataError", "build_data", "dataset_names"]
 
 
+L = TypeVar("L", bound=Loader)
+
+
 @dataclass
 class DataBundle:
-    train: Any
-    val: Any
+    train: Loader
+    val: Loader
     num_classes: int
     in_chans: int
     image_size: int
@@ -111,23 +116,26 @@ def build_data(
 
     The train loader yields `accumulate` micro-batches per rank for each optimizer step, cut as
     `resnets.data.plan` says. `stats`: (mean, std) of pretrained weights, used instead of the
-    dataset's own when data.mean/std are unset (averaged over channels for one-channel images)."""
+    dataset's own when data.mean/std are unset (averaged over channels for one-channel images).
+    A field `cfg` lacks takes the schema's default (resnets.config.DataConfig)."""
+    cfg = with_schema_defaults(cfg)
     name = cfg["name"]
+    check_repeats(cfg["repeated_aug"])
     if name not in dataset_names():
         raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(dataset_names())}")
-    if cfg.get("gpu_decode") and (device is None or torch.device(device).type != "cuda"):
+    if cfg["gpu_decode"] and (device is None or torch.device(device).type != "cuda"):
         raise DataError("data.gpu_decode=true needs a CUDA device; accepted on CPU: false")
-    if cfg.get("gpu_decode") and name not in FOLDER_DATASETS:
+    if cfg["gpu_decode"] and name not in FOLDER_DATASETS:
         raise DataError(
             f"data.gpu_decode=true decodes image folders; data.name={name!r} is already decoded "
             f"in memory (accepted with gpu_decode: {', '.join(FOLDER_DATASETS)})"
         )
-    if name in FOLDER_DATASETS and not cfg.get("root"):
+    if name in FOLDER_DATASETS and not cfg["root"]:
         raise DataError(
             f"data={name} needs data.root=PATH: a folder holding train/<class>/<images> "
             "(and val/<class>/..., or a data.val_fraction split of train/)"
         )
-    split = split or cfg.get("split", "val")
+    split = split or cfg["split"]
     if split not in ("val", "test", "train"):
         raise DataError(f"data.split={split!r} is not valid; accepted: val, test, train")
     if split == "test" and name in NO_TEST_SPLIT:
@@ -136,7 +144,7 @@ def build_data(
             f"data.split='test': {name} has no test split ({NO_TEST_SPLIT[name]}); "
             f"accepted for data={name}: val, train"
         )
-    loader = cfg.get("loader", "auto")
+    loader = cfg["loader"]
     if loader == "auto":
         loader = "tensor" if name in ARRAY_DATASETS else "torchvision"
     if loader not in LOADERS:
@@ -165,6 +173,17 @@ def build_data(
     return _folder_bundle(**common)
 
 
+def with_schema_defaults(cfg: Mapping[str, Any]) -> DictConfig:
+    """`cfg` over the schema's defaults: a field it lacks (a plain mapping, or the stored config
+    of a checkpoint older than the field) gets the one default there is, DataConfig's. Keys the
+    schema does not know are kept, and values are not retyped, as before."""
+    from ..config import DataConfig  # here, not above: config.py may come to import data tables
+
+    defaults = OmegaConf.to_container(OmegaConf.structured(DataConfig))
+    del defaults["name"]  # required: no default
+    return OmegaConf.merge(OmegaConf.create(defaults), cfg)
+
+
 def _stats(
     cfg, default_mean, default_std, channels: int, weights_stats=None
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -174,8 +193,8 @@ def _stats(
             (sum(v) / len(v),) if channels == 1 and len(v) != 1 else tuple(v)
             for v in weights_stats
         )
-    mean = tuple(cfg.get("mean") or default_mean)
-    std = tuple(cfg.get("std") or default_std)
+    mean = tuple(cfg["mean"] or default_mean)
+    std = tuple(cfg["std"] or default_std)
     for field, values in (("mean", mean), ("std", std)):
         if len(values) != channels:
             raise DataError(
@@ -188,9 +207,59 @@ def _stats(
 
 
 def _check_classes(cfg, found: int) -> None:
-    wanted = cfg.get("num_classes")
+    wanted = cfg["num_classes"]
     if wanted is not None and int(wanted) != found and cfg["name"] != "fake":
         raise DataError(f"data.num_classes={wanted} does not match the dataset, which has {found}")
+
+
+@dataclass(frozen=True)
+class Batching:
+    """What a train loader and its val loader are built from besides their data: the train
+    loader shuffles and cuts epochs as `resnets.data.plan` says; the val loader keeps every
+    sample once, in order, at `eval_batch_size`."""
+
+    batch_size: int
+    eval_batch_size: int
+    drop_last: bool
+    accumulate: int
+    seed: int
+    rank: int
+    world_size: int
+    repeats: int = 0  # repeated augmentation of the train loader (resnets.data.repeated)
+
+
+def loader_pair(
+    make: Callable[..., L],
+    train_data: Any,
+    eval_data: Any,
+    batching: Batching,
+    *,
+    train_only: Mapping[str, Any] | None = None,
+    **shared: Any,
+) -> tuple[L, L]:
+    """`make(data, **keywords)` for the training split and for the evaluated one: `shared`
+    keywords go to both, `train_only` ones (augmentation) to the first."""
+    b = batching
+    shard = dict(seed=b.seed, rank=b.rank, world_size=b.world_size)
+    train = make(
+        train_data,
+        batch_size=b.batch_size,
+        train=True,
+        drop_last=b.drop_last,
+        accumulate=b.accumulate,
+        repeats=b.repeats,
+        **(train_only or {}),
+        **shard,
+        **shared,
+    )
+    val = make(
+        eval_data, batch_size=b.eval_batch_size, train=False, drop_last=False, **shard, **shared
+    )
+    return train, val
+
+
+def _tensor_loader(split: ArraySplit, **keywords: Any) -> TensorLoader:
+    return TensorLoader(split.images, split.labels, **keywords)
 
 
 def _in_memory_bundle(
@@ -216,23 +285,29 @@ def _in_memory_bundle(
     stored = int(arrays.train.images.shape[-1])
     # CIFAR is stored at 32 px; another data.image_size upsamples each batch (digits and fake
     # are generated at data.image_size already)
-    size = int(cfg.get("image_size") or stored)
+    size = int(cfg["image_size"])
     resize = size if size != stored else None
-    shard = dict(seed=seed, rank=rank, world_size=world_size)
+    batching = Batching(
+        batch_size,
+        eval_batch_size,
+        bool(cfg["drop_last"]),
+        accumulate,
+        seed,
+        rank,
+        world_size,
+        check_repeats(cfg["repeated_aug"]),
+    )
     train, val = LOADERS[loader](
         arrays.train,
         evaluated,
+        batching,
         cfg=cfg,
-        batch_size=batch_size,
-        eval_batch_size=eval_batch_size,
         mean=mean,
         std=std,
         device=device,
         workers=workers,
-        accumulate=accumulate,
         stored=stored,
         resize=resize,
-        **shard,
     )
     return DataBundle(
         train=train,
@@ -251,108 +326,80 @@ def _in_memory_bundle(
 def _tensor_loaders(
     train_split: ArraySplit,
     evaluated: ArraySplit,
+    batching: Batching,
     *,
     cfg,
-    batch_size,
-    eval_batch_size,
     mean,
     std,
     device,
     workers,
-    accumulate,
     stored,
     resize,
-    **shard,
-):
+) -> tuple[TensorLoader, TensorLoader]:
     """Batches cut and augmented as whole tensors on the device (crop, flip, cutout)."""
     aug = cfg["augment"]
-    if aug.get("auto_augment") or aug.get("random_erasing"):
+    if aug["auto_augment"] or aug["random_erasing"]:
         raise DataError(
             "data.augment.auto_augment/random_erasing need data.loader=torchvision "
             "(the tensor loader does crop, flip and cutout)"
         )
-    train = TensorLoader(
-        train_split.images,
-        train_split.labels,
-        batch_size=batch_size,
+    return loader_pair(
+        _tensor_loader,
+        train_split,
+        evaluated,
+        batching,
+        train_only=dict(
+            crop_padding=int(aug["crop_padding"]),
+            hflip=bool(aug["hflip"]),
+            cutout=int(aug["cutout"]),
+        ),
         mean=mean,
         std=std,
         device=device,
-        train=True,
-        crop_padding=int(aug.get("crop_padding", 0)),
-        hflip=bool(aug.get("hflip", False)),
-        cutout=int(aug.get("cutout", 0)),
-        drop_last=bool(cfg.get("drop_last", True)),
-        accumulate=accumulate,
         resize=resize,
-        **shard,
     )
-    val = TensorLoader(
-        evaluated.images,
-        evaluated.labels,
-        batch_size=eval_batch_size,
-        mean=mean,
-        std=std,
-        device=device,
-        train=False,
-        resize=resize,
-        **shard,
-    )
-    return train, val
 
 
 def _torchvision_loaders(
     train_split: ArraySplit,
     evaluated: ArraySplit,
+    batching: Batching,
     *,
     cfg,
-    batch_size,
-    eval_batch_size,
     mean,
     std,
     device,
     workers,
-    accumulate,
     stored,
     resize,
-    **shard,
-):
+) -> tuple[SamplerLoader, SamplerLoader]:
     """Per-sample torchvision transforms in loader workers (every augmentation but cutout)."""
     aug = cfg["augment"]
-    if aug.get("cutout"):
+    if aug["cutout"]:
         raise DataError("data.augment.cutout needs data.loader=tensor; use random_erasing here")
-    options = _loader_options(cfg, workers)
-    train = SamplerLoader(
+    return loader_pair(
+        SamplerLoader,
         TensorImageDataset(train_split, T.small_image_train(aug, stored, mean, std, resize)),
-        batch_size=batch_size,
-        train=True,
-        drop_last=bool(cfg.get("drop_last", True)),
-        accumulate=accumulate,
-        **options,
-        **shard,
-    )
-    val = SamplerLoader(
         TensorImageDataset(evaluated, T.small_image_eval(mean, std, resize)),
-        batch_size=eval_batch_size,
-        train=False,
-        drop_last=False,
-        **options,
-        **shard,
+        batching,
+        **_loader_options(cfg, workers),
     )
-    return train, val
 
 
 # data.loader -> the (train, val) loader pair of an in-memory dataset (image folders always use
 # torchvision's). The one list of loaders: build_data and config validation (with `auto`) read it.
-LOADERS = {"tensor": _tensor_loaders, "torchvision": _torchvision_loaders}
+LOADERS: dict[str, Callable[..., tuple[Loader, Loader]]] = {
+    "tensor": _tensor_loaders,
+    "torchvision": _torchvision_loaders,
+}
 
 
 def _loader_options(cfg, workers: int) -> dict[str, Any]:
     return dict(
         workers=workers,
-        pin_memory=bool(cfg.get("pin_memory", True)),
-        persistent_workers=bool(cfg.get("persistent_workers", True)),
-        prefetch_factor=int(cfg.get("prefetch_factor", 4)),
+        pin_memory=bool(cfg["pin_memory"]),
+        persistent_workers=bool(cfg["persistent_workers"]),
+        prefetch_factor=int(cfg["prefetch_factor"]),
     )
 
 
@@ -368,29 +415,17 @@ def device_decode_loaders(
     eval_set,
     train_tf: BatchTransform,
     eval_tf: BatchTransform,
+    batching: Batching,
     *,
     device: torch.device,
-    batch_size: int,
-    eval_batch_size: int,
-    drop_last: bool,
-    accumulate: int = 1,
     **options,
 ) -> tuple[DeviceDecodeLoader, DeviceDecodeLoader]:
     """Workers read JPEG bytes; decoding and the folder pipelines' transforms run on `device`."""
-    train = SamplerLoader(
+    train, val = loader_pair(
+        SamplerLoader,
         EncodedImages(_samples(train_set)),
-        batch_size=batch_size,
-        train=True,
-        drop_last=drop_last,
-        accumulate=accumulate,
-        collate_fn=collate_encoded,
-        **options,
-    )
-    val = SamplerLoader(
         EncodedImages(_samples(eval_set)),
-        batch_size=eval_batch_size,
-        train=False,
-        drop_last=False,
+        batching,
         collate_fn=collate_encoded,
         **options,
     )
@@ -411,17 +446,17 @@ def _device_transforms(
     aug, size: int, val_resize: int, val_crop: int, mean, std, device: torch.device
 ) -> tuple[BatchTransform, BatchTransform]:
     """T.folder_train / T.folder_eval as batch transforms on the device (data.gpu_decode)."""
-    auto = T._auto_augment(aug.get("auto_augment"))
+    auto = T._auto_augment(aug["auto_augment"])
     train = BatchTransform(
         train=True,
         size=size,
         mean=mean,
         std=std,
         device=device,
-        scale=tuple(aug.get("random_resized_crop_scale", (0.08, 1.0))),
-        hflip=bool(aug.get("hflip", False)),
+        scale=tuple(aug["random_resized_crop_scale"]),
+        hflip=bool(aug["hflip"]),
         auto_augment=auto[0] if auto else None,
-        random_erasing=float(aug.get("random_erasing", 0.0)),
+        random_erasing=float(aug["random_erasing"]),
     )
     val = BatchTransform(
         train=False, size=val_crop, resize=val_resize, mean=mean, std=std, device=device
@@ -474,7 +509,7 @@ def _folder_bundle(
 
     root = str(cfg["root"])
     mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3, stats)
-    aug, size = cfg["augment"], int(cfg.get("image_size", 224))
+    aug, size = cfg["augment"], int(cfg["image_size"])
     val_resize, val_crop = T.eval_geometry(cfg, size)
     # workers end in uint8 tensors; the batch is normalised on `device` (normalize.py)
     train_tf = T.folder_train(aug, size, mean)
@@ -496,13 +531,13 @@ def _folder_bundle(
         try:
             train_idx, val_idx = train_test_split(
                 list(range(len(targets))),
-                test_size=float(cfg.get("val_fraction", 0.2)),
+                test_size=float(cfg["val_fraction"]),
                 stratify=targets,
                 random_state=0,
             )
         except ValueError as err:  # e.g. a class with one image cannot be split stratified
             raise DataError(
-                f"data.val_fraction={cfg.get('val_fraction')}: {root}/train cannot be split into "
+                f"data.val_fraction={cfg['val_fraction']}: {root}/train cannot be split into "
                 f"train and val by class ({err}); add a val/ folder or more images"
             ) from err
         train_set = TransformedSubset(train_folder, train_idx, train_tf)
@@ -511,52 +546,41 @@ def _folder_bundle(
         )
         classes = train_folder.classes
     _check_classes(cfg, len(classes))
-    shard = dict(seed=seed, rank=rank, world_size=world_size)
+    batching = Batching(
+        batch_size,
+        eval_batch_size,
+        bool(cfg["drop_last"]),
+        accumulate,
+        seed,
+        rank,
+        world_size,
+        check_repeats(cfg["repeated_aug"]),
+    )
     options = _loader_options(cfg, workers)
-    drop_last = bool(cfg.get("drop_last", True))
-    if cfg.get("gpu_decode"):
+    if cfg["gpu_decode"]:
         train, val = device_decode_loaders(
             train_set,
             eval_set,
             *_device_transforms(aug, size, val_resize, val_crop, mean, std, device),
+            batching,
             device=device,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            drop_last=drop_last,
-            accumulate=accumulate,
             **options,
-            **shard,
         )
     else:  # unreadable images are skipped and counted (bad_images.py)
-        limit = float(cfg.get("max_bad_images", 0.001))
+        train, val = loader_pair(
+            SamplerLoader,
+            SkipUnreadable(train_set, substitute=True),
+            SkipUnreadable(eval_set, substitute=False),
+            batching,
+            collate_fn=collate_skipping,
+            **options,
+        )
+        limit = float(cfg["max_bad_images"])
         train = BadImageLoader(
-            SamplerLoader(
-                SkipUnreadable(train_set, substitute=True),
-                batch_size=batch_size,
-                train=True,
-                drop_last=drop_last,
-                collate_fn=collate_skipping,
-                accumulate=accumulate,
-                **options,
-                **shard,
-            ),
-            size=len(train_set),
-            max_fraction=limit,
-            where=f"the train split of {root}",
+            train, size=len(train_set), max_fraction=limit, where=f"the train split of {root}"
         )
         val = BadImageLoader(
-            SamplerLoader(
-                SkipUnreadable(eval_set, substitute=False),
-                batch_size=eval_batch_size,
-                train=False,
-                drop_last=False,
-                collate_fn=collate_skipping,
-                **options,
-                **shard,
-            ),
-            size=len(eval_set),
-            max_fraction=limit,
-            where=f"the {split} split of {root}",
+            val, size=len(eval_set), max_fraction=limit, where=f"the {split} split of {root}"
         )
         normalize = Normalize(mean, std, device)
         train = DeviceNormalized(train, normalize, device)

@@ -47,7 +47,10 @@ class DeviceNormalized:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __getattr__(self, name: str) -> Any:  # set_epoch, bad, sampler, dataset, ...
+    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
+        self.loader.set_epoch(epoch, skip_batches, start_sample)
+
+    def __getattr__(self, name: str) -> Any:  # bad, sampler, dataset, ...
         return getattr(self.loader, name)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
