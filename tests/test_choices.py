@@ -157,9 +157,9 @@ def test_a_new_dataset_is_one_table_entry(monkeypatch) -> None:
 def test_a_new_loader_is_one_table_entry(monkeypatch) -> None:
     used = []
 
-    def recording(train_split, evaluated, **kwargs):
+    def recording(train_split, evaluated, batching, **kwargs):
         used.append(len(train_split.labels))
-        return LOADERS["tensor"](train_split, evaluated, **kwargs)
+        return LOADERS["tensor"](train_split, evaluated, batching, **kwargs)
 
     monkeypatch.setitem(data_pkg.LOADERS, "recording", recording)
     cfg = compose_train(["data=fake", "data.loader=recording", "data.fake_size=24"])
