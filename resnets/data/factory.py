@@ -29,6 +29,7 @@ from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, co
 from .errors import DataError
 from .loaders import Loader, SamplerLoader, TensorLoader
 from .normalize import DeviceNormalized, Normalize
+from .repeated import check_repeats
 
 IN_MEMORY = ("digits", "cifar10", "cifar100", "fake")
 FOLDERS = ("imagenet", "imagefolder")
@@ -122,6 +123,7 @@ def build_data(
     A field `cfg` lacks takes the schema's default (resnets.config.DataConfig)."""
     cfg = with_schema_defaults(cfg)
     name = cfg["name"]
+    check_repeats(cfg["repeated_aug"])
     if name not in DATASETS:
         raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(DATASETS)}")
     if cfg["gpu_decode"] and (device is None or torch.device(device).type != "cuda"):
@@ -160,6 +162,7 @@ def build_data(
         seed=seed,
         rank=rank,
         world_size=world_size,
+        repeats=check_repeats(cfg["repeated_aug"]),
     )
     common = dict(device=torch.device(device), workers=num_workers, split=split, stats=stats)
     if name in IN_MEMORY:
@@ -228,6 +231,7 @@ class Batching:
     seed: int = 0
     rank: int = 0
     world_size: int = 1
+    repeats: int = 0  # repeated augmentation of the train loader (resnets.data.repeated)
 
 
 def loader_pair(
@@ -249,6 +253,7 @@ def loader_pair(
         train=True,
         drop_last=b.drop_last,
         accumulate=b.accumulate,
+        repeats=b.repeats,
         **(train_only or {}),
         **shard,
         **shared,

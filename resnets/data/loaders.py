@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .plan import EpochPlan, augment_generator, sample_seed
+from .repeated import repeated_order
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -45,6 +46,16 @@ def epoch_generator(
     return torch.Generator(device=device).manual_seed(
         (seed * 1_000_003 + epoch * 9_176 + salt) % 2**63
     )
+
+
+def epoch_order(
+    plan: EpochPlan, start: int = 0, *, seed: int, epoch: int, repeats: int = 0
+) -> torch.Tensor:
+    """The training order of epoch `epoch`: position p of `plan` takes sample order[p]. A seeded
+    permutation, or with `repeats` >= 2 that permutation's repeated-augmentation order
+    (resnets.data.repeated), valid from position `start` on."""
+    order = torch.randperm(plan.n, generator=epoch_generator(seed, epoch))
+    return repeated_order(order, plan, start, repeats=repeats) if repeats >= 2 else order
 
 
 def shard_indices(
@@ -167,8 +178,10 @@ class TensorLoader:
         world_size: int = 1,
         accumulate: int = 1,
         resize: int | None = None,
+        repeats: int = 0,
     ) -> None:
         device = torch.device(device)
+        self.repeats = repeats  # repeated augmentation in training (resnets.data.repeated)
         self.images = images.to(device)
         self.resize = resize  # upsample each batch on the device (CIFAR for ImageNet weights)
         self.labels = labels.to(device)
@@ -226,8 +239,10 @@ class TensorLoader:
                 idx = indices[b : b + self.batch_size]
                 yield self._finish(self.images[idx]), self.labels[idx]
             return
-        plan, self.start = self._plan(), 0  # a resumed start applies to one pass only
-        order = torch.randperm(len(self.labels), generator=epoch_generator(self.seed, self.epoch))
+        start, plan, self.start = self.start, self._plan(), 0  # a resumed start: one pass only
+        order = epoch_order(
+            self.plan, start, seed=self.seed, epoch=self.epoch, repeats=self.repeats
+        )
         if self.device.type == "cuda":  # once an epoch, and without waiting for the copy
             order = order.pin_memory().to(self.device, non_blocking=True)
         params = self._augment_params()  # drawn on the device: no per-step host copies
@@ -335,8 +350,9 @@ class PlannedBatches(Sampler[list[tuple[int, int]]]):
         rank: int,
         world_size: int,
         drop_last: bool,
+        repeats: int = 0,
     ) -> None:
-        self.n, self.seed, self.rank = n, seed, rank
+        self.n, self.seed, self.rank, self.repeats = n, seed, rank, repeats
         self.plan = EpochPlan(n, batch_size, accumulate, world_size, drop_last)
         self.epoch, self.start = 0, 0
 
@@ -350,8 +366,11 @@ class PlannedBatches(Sampler[list[tuple[int, int]]]):
         return self.plan.rank_batches(self.start)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        plan, self.start = self._plan(), 0  # a resumed start applies to one pass only
-        order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist()
+        start, plan, self.start = self.start, self._plan(), 0  # a resumed start: one pass only
+        order = epoch_order(
+            self.plan, start, seed=self.seed, epoch=self.epoch, repeats=self.repeats
+        )
+        order = order.tolist()
         for offset, size in plan:
             yield [
                 (order[p], sample_seed(self.seed, self.epoch, p))
@@ -396,6 +415,7 @@ class SamplerLoader:
         world_size: int = 1,
         accumulate: int = 1,
         collate_fn=None,
+        repeats: int = 0,
     ) -> None:
         self.batch_size, self.world_size = batch_size, world_size
         self.drop_last = drop_last and train
@@ -409,6 +429,7 @@ class SamplerLoader:
                 rank=rank,
                 world_size=world_size,
                 drop_last=self.drop_last,
+                repeats=repeats,
             )
             batching = dict(batch_sampler=self.sampler)
         else:
