@@ -94,13 +94,24 @@ def _build(kind: str, n: int, **keywords):
     drop_last=st.booleans(),
     start_pick=st.floats(0.0, 1.2),
     epoch=st.integers(0, 3),
+    repeats=st.sampled_from([0, 2, 3]),
 )
 def test_len_is_the_number_of_batches_a_pass_yields(
-    kind, train, n, batch_size, accumulate, world_size, rank_pick, drop_last, start_pick, epoch
+    kind,
+    train,
+    n,
+    batch_size,
+    accumulate,
+    world_size,
+    rank_pick,
+    drop_last,
+    start_pick,
+    epoch,
+    repeats,
 ) -> None:
     """Counted from sizes alone, len(loader) equals the batches the next pass yields, for any
     dataset size, batch size (larger than the data too), accumulation, rank of any world size,
-    drop_last and resume position."""
+    drop_last, repeated augmentation and resume position."""
     loader = _build(
         kind,
         n,
@@ -111,6 +122,7 @@ def test_len_is_the_number_of_batches_a_pass_yields(
         rank=rank_pick % world_size,
         world_size=world_size,
         accumulate=accumulate,
+        **({"repeats": repeats} if train else {}),
     )
     start = int(start_pick * n)
     loader.set_epoch(epoch, start_sample=start if train else None)

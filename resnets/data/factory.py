@@ -155,22 +155,20 @@ def build_data(
         raise DataError(
             f"data.loader={loader!r} is not valid for data.name={name!r}; accepted: torchvision, auto"
         )
-    common = dict(
-        cfg=cfg,
-        batch_size=batch_size,
-        eval_batch_size=eval_batch_size or batch_size,
-        device=torch.device(device),
+    batching = Batching(
+        batch_size,
+        eval_batch_size or batch_size,
+        drop_last=bool(cfg["drop_last"]),
+        accumulate=accumulate,
         seed=seed,
         rank=rank,
         world_size=world_size,
-        workers=num_workers,
-        split=split,
-        accumulate=accumulate,
-        stats=stats,
+        repeats=check_repeats(cfg["repeated_aug"]),
     )
+    common = dict(device=torch.device(device), workers=num_workers, split=split, stats=stats)
     if name in ARRAY_DATASETS:
-        return _in_memory_bundle(ARRAY_DATASETS[name](cfg), loader=loader, **common)
-    return _folder_bundle(**common)
+        return _in_memory_bundle(cfg, ARRAY_DATASETS[name](cfg), loader, batching, **common)
+    return _folder_bundle(cfg, batching, **common)
 
 
 def with_schema_defaults(cfg: Mapping[str, Any]) -> DictConfig:
@@ -220,11 +218,11 @@ class Batching:
 
     batch_size: int
     eval_batch_size: int
-    drop_last: bool
-    accumulate: int
-    seed: int
-    rank: int
-    world_size: int
+    drop_last: bool = True
+    accumulate: int = 1
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
     repeats: int = 0  # repeated augmentation of the train loader (resnets.data.repeated)
 
 
@@ -263,20 +261,15 @@ def _tensor_loader(split: ArraySplit, **keywords: Any) -> TensorLoader:
 
 
 def _in_memory_bundle(
+    cfg: DictConfig,
     arrays: ArrayDataset,
+    loader: str,
+    batching: Batching,
     *,
-    cfg,
-    loader,
-    batch_size,
-    eval_batch_size,
-    device,
-    seed,
-    rank,
-    world_size,
-    workers,
-    split,
-    accumulate,
-    stats=None,
+    device: torch.device,
+    workers: int,
+    split: str,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> DataBundle:
     check_arrays(arrays, cfg["name"])
     mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]), stats)
@@ -287,16 +280,6 @@ def _in_memory_bundle(
     # are generated at data.image_size already)
     size = int(cfg["image_size"])
     resize = size if size != stored else None
-    batching = Batching(
-        batch_size,
-        eval_batch_size,
-        bool(cfg["drop_last"]),
-        accumulate,
-        seed,
-        rank,
-        world_size,
-        check_repeats(cfg["repeated_aug"]),
-    )
     train, val = LOADERS[loader](
         arrays.train,
         evaluated,
@@ -492,18 +475,13 @@ def _eval_folder(root: str, train_folder, transform):
 
 
 def _folder_bundle(
+    cfg: DictConfig,
+    batching: Batching,
     *,
-    cfg,
-    batch_size,
-    eval_batch_size,
-    device,
-    seed,
-    rank,
-    world_size,
-    workers,
-    split,
-    accumulate=1,
-    stats=None,
+    device: torch.device,
+    workers: int,
+    split: str,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> DataBundle:
     from sklearn.model_selection import train_test_split
 
@@ -546,16 +524,6 @@ def _folder_bundle(
         )
         classes = train_folder.classes
     _check_classes(cfg, len(classes))
-    batching = Batching(
-        batch_size,
-        eval_batch_size,
-        bool(cfg["drop_last"]),
-        accumulate,
-        seed,
-        rank,
-        world_size,
-        check_repeats(cfg["repeated_aug"]),
-    )
     options = _loader_options(cfg, workers)
     if cfg["gpu_decode"]:
         train, val = device_decode_loaders(
