@@ -261,7 +261,7 @@ def _write_jpegs(root: Path, n: int, size: tuple[int, int]) -> None:
 
 def decode_rates(workers: int, smoke: bool) -> dict:
     """One epoch of train batches, normalised on the device, after one warm-up epoch."""
-    from resnets.data.factory import _folder_bundle
+    from resnets.data.factory import Batching, _folder_bundle
 
     device = torch.device("cpu" if smoke else "cuda")
     n, batch = (16, 8) if smoke else (2048, 128)
@@ -282,13 +282,9 @@ def decode_rates(workers: int, smoke: bool) -> dict:
             )
             # _folder_bundle directly: build_data refuses gpu_decode off CUDA (the smoke run)
             bundle = _folder_bundle(
-                cfg=cfg,
-                batch_size=batch,
-                eval_batch_size=batch,
+                cfg,
+                Batching(batch, eval_batch_size=batch),
                 device=device,
-                seed=0,
-                rank=0,
-                world_size=1,
                 workers=workers,
                 split="val",
             )

@@ -73,6 +73,8 @@ class DataConfig:
     persistent_workers: bool = True
     prefetch_factor: int = 4
     gpu_decode: bool = False
+    # repeated augmentation: copies of each image an epoch holds, spread over ranks (0/1: off)
+    repeated_aug: int = 0
     fake_size: int = 1024
     # fraction of a split's images that may be unreadable (skipped, listed in metrics.json)
     max_bad_images: float = 0.001

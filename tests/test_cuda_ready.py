@@ -355,7 +355,7 @@ def test_gpu_decode_bundle_trains_through_odd_files_and_counts_them(tmp_path) ->
     """The gpu_decode loaders, decoding on the CPU (the device check bypassed): a PNG named .JPEG
     and a CMYK JPEG go through the CPU and training batches still come out whole."""
     from resnets.data.datasets import IMAGENET_MEAN, IMAGENET_STD
-    from resnets.data.factory import _folder_bundle
+    from resnets.data.factory import Batching, _folder_bundle
 
     from .test_data import data_cfg
 
@@ -370,15 +370,7 @@ def test_gpu_decode_bundle_trains_through_odd_files_and_counts_them(tmp_path) ->
         augment={"hflip": True},
     )
     bundle = _folder_bundle(
-        cfg=cfg,
-        batch_size=4,
-        eval_batch_size=4,
-        device=torch.device("cpu"),
-        seed=0,
-        rank=0,
-        world_size=1,
-        workers=0,
-        split="val",
+        cfg, Batching(4, eval_batch_size=4), device=torch.device("cpu"), workers=0, split="val"
     )
     bundle.train.set_epoch(0)
     ((images, _labels),) = list(bundle.train)
@@ -401,15 +393,15 @@ def test_gpu_decode_bundle_trains_through_odd_files_and_counts_them(tmp_path) ->
 
 FD_SCRIPT = """
 import resource, sys, torch
-from resnets.data.factory import _folder_bundle
+from resnets.data.factory import Batching, _folder_bundle
 from tests.test_data import data_cfg
 
 limit = int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 cfg = data_cfg(name="imagefolder", root=sys.argv[1], image_size=16, val_crop=16, val_resize=16,
                gpu_decode=True, prefetch_factor=4, persistent_workers=False)
-bundle = _folder_bundle(cfg=cfg, batch_size=120, eval_batch_size=120, device=torch.device("cpu"),
-                        seed=0, rank=0, world_size=1, workers=2, split="val")
+bundle = _folder_bundle(cfg, Batching(120, eval_batch_size=120), device=torch.device("cpu"),
+                        workers=2, split="val")
 bundle.train.set_epoch(0)
 n = sum(len(labels) for _, labels in bundle.train)
 print("images", n)

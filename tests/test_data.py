@@ -236,21 +236,13 @@ def test_torchvision_loader_same_interface(cifar10_root) -> None:
 
 def _folder_bundle_decoding_on(device: str, root, **fields):
     """The gpu_decode path with its device check bypassed: decode_jpeg runs on the CPU too."""
-    from resnets.data.factory import _folder_bundle
+    from resnets.data.factory import Batching, _folder_bundle
 
     cfg = data_cfg(
         name="imagefolder", root=str(root), image_size=32, val_crop=32, val_resize=36, **fields
     )
     return _folder_bundle(
-        cfg=cfg,
-        batch_size=4,
-        eval_batch_size=6,
-        device=torch.device(device),
-        seed=0,
-        rank=0,
-        world_size=1,
-        workers=0,
-        split="val",
+        cfg, Batching(4, eval_batch_size=6), device=torch.device(device), workers=0, split="val"
     )
 
 

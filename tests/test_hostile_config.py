@@ -43,6 +43,7 @@ REFUSED = {
     "warm-up longer": (["sched=cosine", "sched.warmup_epochs=5"], "sched.warmup_epochs=5"),
     "prefetch_factor": (["data.prefetch_factor=0"], "data.prefetch_factor=0"),
     "max_bad_images": (["data.max_bad_images=2"], "data.max_bad_images=2"),
+    "repeated_aug": (["data.repeated_aug=-1"], "data.repeated_aug=-1 is not valid; accepted: 0"),
     "batch > data": (["trainer.batch_size=100000"], "trainer.batch_size=100000"),
 }
 REFUSED_FAKE = {

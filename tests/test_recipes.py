@@ -55,6 +55,7 @@ TORCHVISION_CLASSIC = {
 # --auto-augment ta_wide --epochs 600 --random-erase 0.1 --weight-decay 0.00002
 # --norm-weight-decay 0.0 --label-smoothing 0.1 --mixup-alpha 0.2 --cutmix-alpha 1.0
 # --train-crop-size 176 --model-ema (decay 0.99998, every 32 steps) --val-resize-size 232
+# --ra-sampler --ra-reps 4
 TORCHVISION_V2 = {
     "model.name": "resnet50",
     "data.name": "imagenet",
@@ -82,6 +83,7 @@ TORCHVISION_V2 = {
     "data.augment.auto_augment": "trivialaugment",
     "data.augment.random_erasing": 0.1,
     "data.augment.random_resized_crop_scale": [0.08, 1.0],
+    "data.repeated_aug": 4,
 }
 # He et al. 2016: SGD momentum 0.9, batch 128, weight decay 1e-4, lr 0.1 / 10 at 32k and 48k,
 # stop at 64k, lr 0.01 for ~400 warm-up iterations; pad 4 + random crop 32 + flip.

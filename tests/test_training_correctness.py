@@ -81,11 +81,12 @@ def test_short_last_step_uses_equal_micro_batches(tmp_path) -> None:
     """drop_last=false, 40 images, batch 4 x accumulation 3: 3 whole steps, then the 4 left
     make one step of 3 micro-batches of 1 image (the 4th image left out), so the mean of the
     micro-batch losses is the step's mean loss."""
-    from resnets.data.plan import micro_batches, steps_in_epoch
+    from resnets.data.plan import EpochPlan
 
-    plan = micro_batches(40, batch_size=4, accumulate=3, drop_last=False)
+    epoch = EpochPlan(40, batch_size=4, accumulate=3, drop_last=False)
+    plan = epoch.micro_batches()
     assert plan[-3:] == [(36, 1), (37, 1), (38, 1)] and len(plan) == 12
-    assert steps_in_epoch(40, batch_size=4, accumulate=3, drop_last=False) == 4
+    assert epoch.steps() == 4
     run(
         tmp_path,
         "trainer.epochs=1",

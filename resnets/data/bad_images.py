@@ -83,7 +83,10 @@ class BadImageLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __getattr__(self, name: str) -> Any:  # set_epoch, sampler, dataset, ...
+    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
+        self.loader.set_epoch(epoch, skip_batches, start_sample)
+
+    def __getattr__(self, name: str) -> Any:  # sampler, dataset, ...
         return getattr(self.loader, name)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from . import transforms as T
@@ -26,7 +27,9 @@ from .datasets import (
 )
 from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, collate_encoded
 from .errors import DataError
-from .loaders import SamplerLoader, TensorLoader
+from .loaders import Loader, SamplerLoader, TensorLoader
+from .normalize import DeviceNormalized, Normalize
+from .repeated import check_repeats
 
 IN_MEMORY = ("digits", "cifar10", "cifar100", "fake")
 FOLDERS = ("imagenet", "imagefolder")
@@ -39,10 +42,13 @@ NO_TEST_SPLIT = {
 __all__ = ["DATASETS", "DataBundle", "DataError", "build_data"]
 
 
+L = TypeVar("L", bound=Loader)
+
+
 @dataclass
 class DataBundle:
-    train: Any
-    val: Any
+    train: Loader
+    val: Loader
     num_classes: int
     in_chans: int
     image_size: int
@@ -113,23 +119,26 @@ def build_data(
 
     The train loader yields `accumulate` micro-batches per rank for each optimizer step, cut as
     `resnets.data.plan` says. `stats`: (mean, std) of pretrained weights, used instead of the
-    dataset's own when data.mean/std are unset (averaged over channels for one-channel images)."""
+    dataset's own when data.mean/std are unset (averaged over channels for one-channel images).
+    A field `cfg` lacks takes the schema's default (resnets.config.DataConfig)."""
+    cfg = with_schema_defaults(cfg)
     name = cfg["name"]
+    check_repeats(cfg["repeated_aug"])
     if name not in DATASETS:
         raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(DATASETS)}")
-    if cfg.get("gpu_decode") and (device is None or torch.device(device).type != "cuda"):
+    if cfg["gpu_decode"] and (device is None or torch.device(device).type != "cuda"):
         raise DataError("data.gpu_decode=true needs a CUDA device; accepted on CPU: false")
-    if cfg.get("gpu_decode") and name not in FOLDERS:
+    if cfg["gpu_decode"] and name not in FOLDERS:
         raise DataError(
             f"data.gpu_decode=true decodes image folders; data.name={name!r} is already decoded "
             f"in memory (accepted with gpu_decode: {', '.join(FOLDERS)})"
         )
-    if name in FOLDERS and not cfg.get("root"):
+    if name in FOLDERS and not cfg["root"]:
         raise DataError(
             f"data={name} needs data.root=PATH: a folder holding train/<class>/<images> "
             "(and val/<class>/..., or a data.val_fraction split of train/)"
         )
-    split = split or cfg.get("split", "val")
+    split = split or cfg["split"]
     if split not in ("val", "test", "train"):
         raise DataError(f"data.split={split!r} is not valid; accepted: val, test, train")
     if split == "test" and name in NO_TEST_SPLIT:
@@ -138,38 +147,47 @@ def build_data(
             f"data.split='test': {name} has no test split ({NO_TEST_SPLIT[name]}); "
             f"accepted for data={name}: val, train"
         )
-    loader = cfg.get("loader", "auto")
+    loader = cfg["loader"]
     if loader == "auto":
         loader = "tensor" if name in IN_MEMORY else "torchvision"
     if loader == "tensor" and name in FOLDERS:
         raise DataError(
             f"data.loader='tensor' is not valid for data.name={name!r}; accepted: torchvision, auto"
         )
-    common = dict(
-        cfg=cfg,
-        batch_size=batch_size,
-        eval_batch_size=eval_batch_size or batch_size,
-        device=torch.device(device),
+    batching = Batching(
+        batch_size,
+        eval_batch_size or batch_size,
+        drop_last=bool(cfg["drop_last"]),
+        accumulate=accumulate,
         seed=seed,
         rank=rank,
         world_size=world_size,
-        workers=num_workers,
-        split=split,
-        accumulate=accumulate,
-        stats=stats,
+        repeats=check_repeats(cfg["repeated_aug"]),
     )
+    common = dict(device=torch.device(device), workers=num_workers, split=split, stats=stats)
     if name in IN_MEMORY:
-        return _in_memory_bundle(_load_arrays(cfg), loader=loader, **common)
-    return _folder_bundle(**common)
+        return _in_memory_bundle(cfg, _load_arrays(cfg), loader, batching, **common)
+    return _folder_bundle(cfg, batching, **common)
+
+
+def with_schema_defaults(cfg: Mapping[str, Any]) -> DictConfig:
+    """`cfg` over the schema's defaults: a field it lacks (a plain mapping, or the stored config
+    of a checkpoint older than the field) gets the one default there is, DataConfig's. Keys the
+    schema does not know are kept, and values are not retyped, as before."""
+    from ..config import DataConfig  # here, not above: config.py may come to import data tables
+
+    defaults = OmegaConf.to_container(OmegaConf.structured(DataConfig))
+    del defaults["name"]  # required: no default
+    return OmegaConf.merge(OmegaConf.create(defaults), cfg)
 
 
 def _load_arrays(cfg: Mapping[str, Any]) -> ArrayDataset:
-    name, size = cfg["name"], int(cfg.get("image_size", 32))
+    name, size = cfg["name"], int(cfg["image_size"])
     if name == "digits":
-        return load_digits(size, float(cfg.get("val_fraction", 0.2)))
-    if name == "fake":
-        return make_fake(int(cfg.get("fake_size", 1024)), int(cfg.get("num_classes") or 10), size)
-    return load_cifar(name, str(cfg["root"]), bool(cfg.get("download", False)))
+        return load_digits(size, float(cfg["val_fraction"]))
+    if name == "fake":  # null num_classes: fake images come in 10 classes
+        return make_fake(int(cfg["fake_size"]), int(cfg["num_classes"] or 10), size)
+    return load_cifar(name, str(cfg["root"]), bool(cfg["download"]))
 
 
 def _stats(
@@ -181,8 +199,8 @@ def _stats(
             (sum(v) / len(v),) if channels == 1 and len(v) != 1 else tuple(v)
             for v in weights_stats
         )
-    mean = tuple(cfg.get("mean") or default_mean)
-    std = tuple(cfg.get("std") or default_std)
+    mean = tuple(cfg["mean"] or default_mean)
+    std = tuple(cfg["std"] or default_std)
     for field, values in (("mean", mean), ("std", std)):
         if len(values) != channels:
             raise DataError(
@@ -195,26 +213,71 @@ def _stats(
 
 
 def _check_classes(cfg, found: int) -> None:
-    wanted = cfg.get("num_classes")
+    wanted = cfg["num_classes"]
     if wanted is not None and int(wanted) != found and cfg["name"] != "fake":
         raise DataError(f"data.num_classes={wanted} does not match the dataset, which has {found}")
 
 
-def _in_memory_bundle(
-    arrays: ArrayDataset,
+@dataclass(frozen=True)
+class Batching:
+    """What a train loader and its val loader are built from besides their data: the train
+    loader shuffles and cuts epochs as `resnets.data.plan` says; the val loader keeps every
+    sample once, in order, at `eval_batch_size`."""
+
+    batch_size: int
+    eval_batch_size: int
+    drop_last: bool = True
+    accumulate: int = 1
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    repeats: int = 0  # repeated augmentation of the train loader (resnets.data.repeated)
+
+
+def loader_pair(
+    make: Callable[..., L],
+    train_data: Any,
+    eval_data: Any,
+    batching: Batching,
     *,
-    cfg,
-    loader,
-    batch_size,
-    eval_batch_size,
-    device,
-    seed,
-    rank,
-    world_size,
-    workers,
-    split,
-    accumulate,
-    stats=None,
+    train_only: Mapping[str, Any] | None = None,
+    **shared: Any,
+) -> tuple[L, L]:
+    """`make(data, **keywords)` for the training split and for the evaluated one: `shared`
+    keywords go to both, `train_only` ones (augmentation) to the first."""
+    b = batching
+    shard = dict(seed=b.seed, rank=b.rank, world_size=b.world_size)
+    train = make(
+        train_data,
+        batch_size=b.batch_size,
+        train=True,
+        drop_last=b.drop_last,
+        accumulate=b.accumulate,
+        repeats=b.repeats,
+        **(train_only or {}),
+        **shard,
+        **shared,
+    )
+    val = make(
+        eval_data, batch_size=b.eval_batch_size, train=False, drop_last=False, **shard, **shared
+    )
+    return train, val
+
+
+def _tensor_loader(split: ArraySplit, **keywords: Any) -> TensorLoader:
+    return TensorLoader(split.images, split.labels, **keywords)
+
+
+def _in_memory_bundle(
+    cfg: DictConfig,
+    arrays: ArrayDataset,
+    loader: str,
+    batching: Batching,
+    *,
+    device: torch.device,
+    workers: int,
+    split: str,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> DataBundle:
     check_arrays(arrays, cfg["name"])
     mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]), stats)
@@ -224,62 +287,38 @@ def _in_memory_bundle(
     stored = int(arrays.train.images.shape[-1])
     # CIFAR is stored at 32 px; another data.image_size upsamples each batch (digits and fake
     # are generated at data.image_size already)
-    size = int(cfg.get("image_size") or stored)
+    size = int(cfg["image_size"])
     resize = size if size != stored else None
-    shard = dict(seed=seed, rank=rank, world_size=world_size)
     if loader == "tensor":
-        if aug.get("auto_augment") or aug.get("random_erasing"):
+        if aug["auto_augment"] or aug["random_erasing"]:
             raise DataError(
                 "data.augment.auto_augment/random_erasing need data.loader=torchvision "
                 "(the tensor loader does crop, flip and cutout)"
             )
-        train = TensorLoader(
-            arrays.train.images,
-            arrays.train.labels,
-            batch_size=batch_size,
+        train, val = loader_pair(
+            _tensor_loader,
+            arrays.train,
+            evaluated,
+            batching,
+            train_only=dict(
+                crop_padding=int(aug["crop_padding"]),
+                hflip=bool(aug["hflip"]),
+                cutout=int(aug["cutout"]),
+            ),
             mean=mean,
             std=std,
             device=device,
-            train=True,
-            crop_padding=int(aug.get("crop_padding", 0)),
-            hflip=bool(aug.get("hflip", False)),
-            cutout=int(aug.get("cutout", 0)),
-            drop_last=bool(cfg.get("drop_last", True)),
-            accumulate=accumulate,
             resize=resize,
-            **shard,
-        )
-        val = TensorLoader(
-            evaluated.images,
-            evaluated.labels,
-            batch_size=eval_batch_size,
-            mean=mean,
-            std=std,
-            device=device,
-            train=False,
-            resize=resize,
-            **shard,
         )
     else:
-        if aug.get("cutout"):
+        if aug["cutout"]:
             raise DataError("data.augment.cutout needs data.loader=tensor; use random_erasing here")
-        options = _loader_options(cfg, workers)
-        train = SamplerLoader(
+        train, val = loader_pair(
+            SamplerLoader,
             TensorImageDataset(arrays.train, T.small_image_train(aug, stored, mean, std, resize)),
-            batch_size=batch_size,
-            train=True,
-            drop_last=bool(cfg.get("drop_last", True)),
-            accumulate=accumulate,
-            **options,
-            **shard,
-        )
-        val = SamplerLoader(
             TensorImageDataset(evaluated, T.small_image_eval(mean, std, resize)),
-            batch_size=eval_batch_size,
-            train=False,
-            drop_last=False,
-            **options,
-            **shard,
+            batching,
+            **_loader_options(cfg, workers),
         )
     return DataBundle(
         train=train,
@@ -298,9 +337,9 @@ def _in_memory_bundle(
 def _loader_options(cfg, workers: int) -> dict[str, Any]:
     return dict(
         workers=workers,
-        pin_memory=bool(cfg.get("pin_memory", True)),
-        persistent_workers=bool(cfg.get("persistent_workers", True)),
-        prefetch_factor=int(cfg.get("prefetch_factor", 4)),
+        pin_memory=bool(cfg["pin_memory"]),
+        persistent_workers=bool(cfg["persistent_workers"]),
+        prefetch_factor=int(cfg["prefetch_factor"]),
     )
 
 
@@ -316,29 +355,17 @@ def device_decode_loaders(
     eval_set,
     train_tf: BatchTransform,
     eval_tf: BatchTransform,
+    batching: Batching,
     *,
     device: torch.device,
-    batch_size: int,
-    eval_batch_size: int,
-    drop_last: bool,
-    accumulate: int = 1,
     **options,
 ) -> tuple[DeviceDecodeLoader, DeviceDecodeLoader]:
     """Workers read JPEG bytes; decoding and the folder pipelines' transforms run on `device`."""
-    train = SamplerLoader(
+    train, val = loader_pair(
+        SamplerLoader,
         EncodedImages(_samples(train_set)),
-        batch_size=batch_size,
-        train=True,
-        drop_last=drop_last,
-        accumulate=accumulate,
-        collate_fn=collate_encoded,
-        **options,
-    )
-    val = SamplerLoader(
         EncodedImages(_samples(eval_set)),
-        batch_size=eval_batch_size,
-        train=False,
-        drop_last=False,
+        batching,
         collate_fn=collate_encoded,
         **options,
     )
@@ -359,17 +386,17 @@ def _device_transforms(
     aug, size: int, val_resize: int, val_crop: int, mean, std, device: torch.device
 ) -> tuple[BatchTransform, BatchTransform]:
     """T.folder_train / T.folder_eval as batch transforms on the device (data.gpu_decode)."""
-    auto = T._auto_augment(aug.get("auto_augment"))
+    auto = T._auto_augment(aug["auto_augment"])
     train = BatchTransform(
         train=True,
         size=size,
         mean=mean,
         std=std,
         device=device,
-        scale=tuple(aug.get("random_resized_crop_scale", (0.08, 1.0))),
-        hflip=bool(aug.get("hflip", False)),
+        scale=tuple(aug["random_resized_crop_scale"]),
+        hflip=bool(aug["hflip"]),
         auto_augment=auto[0] if auto else None,
-        random_erasing=float(aug.get("random_erasing", 0.0)),
+        random_erasing=float(aug["random_erasing"]),
     )
     val = BatchTransform(
         train=False, size=val_crop, resize=val_resize, mean=mean, std=std, device=device
@@ -405,27 +432,23 @@ def _eval_folder(root: str, train_folder, transform):
 
 
 def _folder_bundle(
+    cfg: DictConfig,
+    batching: Batching,
     *,
-    cfg,
-    batch_size,
-    eval_batch_size,
-    device,
-    seed,
-    rank,
-    world_size,
-    workers,
-    split,
-    accumulate=1,
-    stats=None,
+    device: torch.device,
+    workers: int,
+    split: str,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> DataBundle:
     from sklearn.model_selection import train_test_split
 
     root = str(cfg["root"])
     mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3, stats)
-    aug, size = cfg["augment"], int(cfg.get("image_size", 224))
+    aug, size = cfg["augment"], int(cfg["image_size"])
     val_resize, val_crop = T.eval_geometry(cfg, size)
-    train_tf = T.folder_train(aug, size, mean, std)
-    eval_tf = T.folder_eval(val_resize, val_crop, mean, std)
+    # workers end in uint8 tensors; the batch is normalised on `device` (normalize.py)
+    train_tf = T.folder_train(aug, size, mean)
+    eval_tf = T.folder_eval(val_resize, val_crop)
     train_folder = _image_folder(image_folder_dir(root, "train"))
     if not train_folder.samples:
         raise DataError(f"data.root={root!r}: {root}/train holds no images")
@@ -443,13 +466,13 @@ def _folder_bundle(
         try:
             train_idx, val_idx = train_test_split(
                 list(range(len(targets))),
-                test_size=float(cfg.get("val_fraction", 0.2)),
+                test_size=float(cfg["val_fraction"]),
                 stratify=targets,
                 random_state=0,
             )
         except ValueError as err:  # e.g. a class with one image cannot be split stratified
             raise DataError(
-                f"data.val_fraction={cfg.get('val_fraction')}: {root}/train cannot be split into "
+                f"data.val_fraction={cfg['val_fraction']}: {root}/train cannot be split into "
                 f"train and val by class ({err}); add a val/ folder or more images"
             ) from err
         train_set = TransformedSubset(train_folder, train_idx, train_tf)
@@ -458,53 +481,35 @@ def _folder_bundle(
         )
         classes = train_folder.classes
     _check_classes(cfg, len(classes))
-    shard = dict(seed=seed, rank=rank, world_size=world_size)
     options = _loader_options(cfg, workers)
-    drop_last = bool(cfg.get("drop_last", True))
-    if cfg.get("gpu_decode"):
+    if cfg["gpu_decode"]:
         train, val = device_decode_loaders(
             train_set,
             eval_set,
             *_device_transforms(aug, size, val_resize, val_crop, mean, std, device),
+            batching,
             device=device,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            drop_last=drop_last,
-            accumulate=accumulate,
             **options,
-            **shard,
         )
     else:  # unreadable images are skipped and counted (bad_images.py)
-        limit = float(cfg.get("max_bad_images", 0.001))
+        train, val = loader_pair(
+            SamplerLoader,
+            SkipUnreadable(train_set, substitute=True),
+            SkipUnreadable(eval_set, substitute=False),
+            batching,
+            collate_fn=collate_skipping,
+            **options,
+        )
+        limit = float(cfg["max_bad_images"])
         train = BadImageLoader(
-            SamplerLoader(
-                SkipUnreadable(train_set, substitute=True),
-                batch_size=batch_size,
-                train=True,
-                drop_last=drop_last,
-                collate_fn=collate_skipping,
-                accumulate=accumulate,
-                **options,
-                **shard,
-            ),
-            size=len(train_set),
-            max_fraction=limit,
-            where=f"the train split of {root}",
+            train, size=len(train_set), max_fraction=limit, where=f"the train split of {root}"
         )
         val = BadImageLoader(
-            SamplerLoader(
-                SkipUnreadable(eval_set, substitute=False),
-                batch_size=eval_batch_size,
-                train=False,
-                drop_last=False,
-                collate_fn=collate_skipping,
-                **options,
-                **shard,
-            ),
-            size=len(eval_set),
-            max_fraction=limit,
-            where=f"the {split} split of {root}",
+            val, size=len(eval_set), max_fraction=limit, where=f"the {split} split of {root}"
         )
+        normalize = Normalize(mean, std, device)
+        train = DeviceNormalized(train, normalize, device)
+        val = DeviceNormalized(val, normalize, device)
     return DataBundle(
         train=train,
         val=val,

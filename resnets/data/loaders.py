@@ -12,14 +12,30 @@ without loader workers and with any batch size or world size, sees what an unint
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .plan import augment_generator, rank_micro_batches, sample_seed
+from .plan import EpochPlan, augment_generator, sample_seed
+from .repeated import repeated_order
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@runtime_checkable
+class Loader(Protocol):
+    """What the trainer and evaluation use of a train or val loader (`DataBundle.train/val`):
+    (images, labels) batches, how many the next pass yields on this rank, and where it starts."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def set_epoch(
+        self, epoch: int, skip_batches: int = 0, start_sample: int | None = None
+    ) -> None: ...
 
 
 def epoch_generator(
@@ -30,6 +46,16 @@ def epoch_generator(
     return torch.Generator(device=device).manual_seed(
         (seed * 1_000_003 + epoch * 9_176 + salt) % 2**63
     )
+
+
+def epoch_order(
+    plan: EpochPlan, start: int = 0, *, seed: int, epoch: int, repeats: int = 0
+) -> torch.Tensor:
+    """The training order of epoch `epoch`: position p of `plan` takes sample order[p]. A seeded
+    permutation, or with `repeats` >= 2 that permutation's repeated-augmentation order
+    (resnets.data.repeated), valid from position `start` on."""
+    order = torch.randperm(plan.n, generator=epoch_generator(seed, epoch))
+    return repeated_order(order, plan, start, repeats=repeats) if repeats >= 2 else order
 
 
 def shard_indices(
@@ -61,6 +87,15 @@ def shard_indices(
     tail = order[dealt:]  # fewer than one chunk per rank: split evenly, the rest dropped
     tail = tail[: len(tail) - len(tail) % world_size][rank::world_size]
     return torch.cat([whole, tail])
+
+
+def shard_size(n: int, *, rank: int, world_size: int, even: bool, chunk: int = 1) -> int:
+    """len(shard_indices(n, ...)) with the same arguments, counted without drawing the order."""
+    if not even:
+        return len(range(rank, n, world_size))
+    rounds = n // (chunk * world_size)
+    tail = n - rounds * chunk * world_size
+    return rounds * chunk + tail // world_size
 
 
 def random_crop(
@@ -143,8 +178,10 @@ class TensorLoader:
         world_size: int = 1,
         accumulate: int = 1,
         resize: int | None = None,
+        repeats: int = 0,
     ) -> None:
         device = torch.device(device)
+        self.repeats = repeats  # repeated augmentation in training (resnets.data.repeated)
         self.images = images.to(device)
         self.resize = resize  # upsample each batch on the device (CIFAR for ImageNet weights)
         self.labels = labels.to(device)
@@ -157,6 +194,7 @@ class TensorLoader:
         self.cutout = cutout
         self.drop_last = drop_last and train
         self.rank, self.world_size, self.accumulate = rank, world_size, accumulate
+        self.plan = EpochPlan(len(labels), batch_size, accumulate, world_size, self.drop_last)
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=device).view(shape) * 255
         self.std = torch.tensor(std, device=device).view(shape) * 255
@@ -171,15 +209,7 @@ class TensorLoader:
             self.start = start_sample
 
     def _plan(self) -> list[tuple[int, int]]:
-        return rank_micro_batches(
-            len(self.labels),
-            self.start,
-            batch_size=self.batch_size,
-            accumulate=self.accumulate,
-            rank=self.rank,
-            world_size=self.world_size,
-            drop_last=self.drop_last,
-        )
+        return self.plan.rank_micro_batches(self.rank, self.start)
 
     def _indices(self) -> torch.Tensor:
         return shard_indices(
@@ -196,21 +226,23 @@ class TensorLoader:
     def __len__(self) -> int:
         """Batches the next pass yields on this rank."""
         if self.train:
-            return len(self._plan())
-        n = len(self._indices())
-        return -(-n // self.batch_size)
+            return self.plan.rank_batches(self.start)
+        shard = shard_size(len(self.labels), rank=self.rank, world_size=self.world_size, even=False)
+        return -(-shard // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         if not self.train:
             indices = self._indices()
             if self.device.type == "cuda":  # once an epoch, and without waiting for the copy
                 indices = indices.pin_memory().to(self.device, non_blocking=True)
-            for b in range(len(self)):
-                idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
+            for b in range(0, len(indices), self.batch_size):
+                idx = indices[b : b + self.batch_size]
                 yield self._finish(self.images[idx]), self.labels[idx]
             return
-        plan, self.start = self._plan(), 0  # a resumed start applies to one pass only
-        order = torch.randperm(len(self.labels), generator=epoch_generator(self.seed, self.epoch))
+        start, plan, self.start = self.start, self._plan(), 0  # a resumed start: one pass only
+        order = epoch_order(
+            self.plan, start, seed=self.seed, epoch=self.epoch, repeats=self.repeats
+        )
         if self.device.type == "cuda":  # once an epoch, and without waiting for the copy
             order = order.pin_memory().to(self.device, non_blocking=True)
         params = self._augment_params()  # drawn on the device: no per-step host copies
@@ -293,7 +325,10 @@ class EpochSampler(Sampler[int]):
         )
 
     def __len__(self) -> int:
-        return len(self._indices()) - self.skip
+        size = shard_size(
+            self.n, rank=self.rank, world_size=self.world_size, even=self.even, chunk=self.chunk
+        )
+        return size - self.skip
 
     def __iter__(self) -> Iterator[int]:
         indices = self._indices()[self.skip :].tolist()
@@ -315,29 +350,27 @@ class PlannedBatches(Sampler[list[tuple[int, int]]]):
         rank: int,
         world_size: int,
         drop_last: bool,
+        repeats: int = 0,
     ) -> None:
-        self.n, self.seed = n, seed
-        self.layout = dict(
-            batch_size=batch_size,
-            accumulate=accumulate,
-            rank=rank,
-            world_size=world_size,
-            drop_last=drop_last,
-        )
+        self.n, self.seed, self.rank, self.repeats = n, seed, rank, repeats
+        self.plan = EpochPlan(n, batch_size, accumulate, world_size, drop_last)
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
         self.epoch, self.start = epoch, start_sample
 
     def _plan(self) -> list[tuple[int, int]]:
-        return rank_micro_batches(self.n, self.start, **self.layout)
+        return self.plan.rank_micro_batches(self.rank, self.start)
 
     def __len__(self) -> int:
-        return len(self._plan())
+        return self.plan.rank_batches(self.start)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        plan, self.start = self._plan(), 0  # a resumed start applies to one pass only
-        order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist()
+        start, plan, self.start = self.start, self._plan(), 0  # a resumed start: one pass only
+        order = epoch_order(
+            self.plan, start, seed=self.seed, epoch=self.epoch, repeats=self.repeats
+        )
+        order = order.tolist()
         for offset, size in plan:
             yield [
                 (order[p], sample_seed(self.seed, self.epoch, p))
@@ -382,6 +415,7 @@ class SamplerLoader:
         world_size: int = 1,
         accumulate: int = 1,
         collate_fn=None,
+        repeats: int = 0,
     ) -> None:
         self.batch_size, self.world_size = batch_size, world_size
         self.drop_last = drop_last and train
@@ -395,6 +429,7 @@ class SamplerLoader:
                 rank=rank,
                 world_size=world_size,
                 drop_last=self.drop_last,
+                repeats=repeats,
             )
             batching = dict(batch_sampler=self.sampler)
         else:

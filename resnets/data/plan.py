@@ -21,67 +21,50 @@ permutation) alone, so it does not depend on batch size, workers or ranks either
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 
-def micro_batches(
-    n: int,
-    start: int = 0,
-    *,
-    batch_size: int,
-    accumulate: int = 1,
-    world_size: int = 1,
-    drop_last: bool = True,
-) -> list[tuple[int, int]]:
-    """(offset, size) in the epoch's permutation of every global micro-batch from `start` on."""
-    parts = accumulate * world_size
-    per_step = batch_size * parts
-    whole = max(n - start, 0) // per_step
-    out = [(start + m * batch_size, batch_size) for m in range(whole * parts)]
-    left = n - start - whole * per_step
-    if not drop_last and left >= parts:
-        size, base = left // parts, start + whole * per_step
-        out += [(base + i * size, size) for i in range(parts)]
-    return out
+@dataclass(frozen=True)
+class EpochPlan:
+    """How every epoch of `n` samples is cut: steps of `batch_size x accumulate x world_size`."""
 
+    n: int
+    batch_size: int
+    accumulate: int = 1
+    world_size: int = 1
+    drop_last: bool = True
 
-def rank_micro_batches(
-    n: int,
-    start: int = 0,
-    *,
-    batch_size: int,
-    accumulate: int = 1,
-    rank: int = 0,
-    world_size: int = 1,
-    drop_last: bool = True,
-) -> list[tuple[int, int]]:
-    """This rank's share of `micro_batches`: `accumulate` of them per step, in order."""
-    every = micro_batches(
-        n,
-        start,
-        batch_size=batch_size,
-        accumulate=accumulate,
-        world_size=world_size,
-        drop_last=drop_last,
-    )
-    return every[rank::world_size]
+    @property
+    def parts(self) -> int:
+        """Micro-batches a step: `accumulate` on each of `world_size` ranks."""
+        return self.accumulate * self.world_size
 
+    def steps(self, start: int = 0) -> int:
+        """Optimizer steps from sample `start` to the end of the epoch."""
+        whole, rest = divmod(max(self.n - start, 0), self.batch_size * self.parts)
+        return whole + (1 if not self.drop_last and rest >= self.parts else 0)
 
-def steps_in_epoch(
-    n: int,
-    start: int = 0,
-    *,
-    batch_size: int,
-    accumulate: int = 1,
-    world_size: int = 1,
-    drop_last: bool = True,
-) -> int:
-    """Optimizer steps from sample `start` to the end of the epoch."""
-    parts = accumulate * world_size
-    left = max(n - start, 0)
-    whole, rest = divmod(left, batch_size * parts)
-    return whole + (1 if not drop_last and rest >= parts else 0)
+    def micro_batches(self, start: int = 0) -> list[tuple[int, int]]:
+        """(offset, size) in the epoch's permutation of every global micro-batch from `start`."""
+        parts, per_step = self.parts, self.batch_size * self.parts
+        whole = max(self.n - start, 0) // per_step
+        out = [(start + m * self.batch_size, self.batch_size) for m in range(whole * parts)]
+        left = self.n - start - whole * per_step
+        if not self.drop_last and left >= parts:
+            size, base = left // parts, start + whole * per_step
+            out += [(base + i * size, size) for i in range(parts)]
+        return out
+
+    def rank_micro_batches(self, rank: int, start: int = 0) -> list[tuple[int, int]]:
+        """Rank `rank`'s share of `micro_batches`: `accumulate` of them per step, in order."""
+        return self.micro_batches(start)[rank :: self.world_size]
+
+    def rank_batches(self, start: int = 0) -> int:
+        """len(rank_micro_batches(rank, start)) for any rank, counted without listing them."""
+        return self.steps(start) * self.accumulate
 
 
 def mix_seeds(*words: int) -> int:

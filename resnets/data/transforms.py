@@ -58,15 +58,24 @@ def small_image_eval(mean, std, resize: int | None = None) -> v2.Compose:
     return v2.Compose(_to_normalized(mean, std) + _resize(resize))
 
 
-def folder_train(aug, image_size: int, mean, std) -> v2.Compose:
-    """ImageNet-style: random-resized crop, flip, optional auto-augment, erasing."""
+def _uint8_erasing(p: float, mean: Sequence[float]) -> list[v2.Transform]:
+    """Random erasing on uint8 images: the erased box gets the mean colour (to the nearest grey
+    level), which normalises to ~0 as torchvision's erasing of normalised images gives."""
+    fill = [round(255 * m) for m in mean]
+    return [v2.RandomErasing(p=p, value=fill)] if p > 0 else []
+
+
+def folder_train(aug, image_size: int, mean) -> v2.Compose:
+    """ImageNet-style: random-resized crop, flip, optional auto-augment (on the PIL image, as
+    before), then a uint8 CHW tensor and erasing. Workers stop at uint8: the device normalises
+    each batch (resnets.data.normalize), a quarter of the bytes to pin and copy."""
     ops: list[v2.Transform] = [
         v2.RandomResizedCrop(image_size, scale=tuple(aug.random_resized_crop_scale), antialias=True)
     ]
     if aug.hflip:
         ops.append(v2.RandomHorizontalFlip())
     ops += _auto_augment(aug.auto_augment)
-    return v2.Compose(ops + _to_normalized(mean, std) + _erasing(aug.random_erasing))
+    return v2.Compose([*ops, v2.ToImage(), *_uint8_erasing(aug.random_erasing, mean)])
 
 
 def eval_geometry(cfg, image_size: int) -> tuple[int, int]:
@@ -76,8 +85,9 @@ def eval_geometry(cfg, image_size: int) -> tuple[int, int]:
     return int(cfg.get("val_resize") or round(crop / 0.875)), crop
 
 
-def folder_eval(resize: int, crop: int, mean, std) -> v2.Compose:
-    """Validation for PIL images. On a picture already `crop` px square with resize == crop (the
-    in-memory datasets) both steps are the identity, so this equals `small_image_eval`."""
-    ops = [v2.Resize(resize, antialias=True), v2.CenterCrop(crop)]
-    return v2.Compose(ops + _to_normalized(mean, std))
+def folder_eval(resize: int, crop: int) -> v2.Compose:
+    """Validation for PIL images, to a uint8 CHW tensor (normalised by
+    `resnets.data.normalize.Normalize`, per batch on the device). On a picture already `crop` px
+    square with resize == crop (the in-memory datasets) both steps are the identity, so with
+    that normalisation this equals `small_image_eval`."""
+    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop), v2.ToImage()])

@@ -21,8 +21,10 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
 from ..config import ConfigError
+from ..data.normalize import Normalize
 from ..data.transforms import folder_eval
 from . import formats
 from .formats import MANIFEST
@@ -53,8 +55,10 @@ def list_files(pattern: str) -> list[Path]:
 
 
 def image_transform(pre: dict[str, Any]):
-    """PIL image in `pre['mode']` -> normalised CHW tensor, exactly the validation transform."""
-    return folder_eval(int(pre["resize"]), int(pre["crop"]), pre["mean"], pre["std"])
+    """PIL image in `pre['mode']` -> normalised CHW tensor, exactly the validation transform
+    (uint8 geometry, then the normalisation the loaders apply to a batch on the device)."""
+    normalize = Normalize(pre["mean"], pre["std"])
+    return v2.Compose([folder_eval(int(pre["resize"]), int(pre["crop"])), normalize])
 
 
 def read_image(path: Path, mode: str) -> Image.Image:

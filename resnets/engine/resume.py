@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..data.plan import steps_in_epoch
+from ..data.plan import EpochPlan
 from .checkpoint import CheckpointError
 
 # what cuts an epoch into optimizer steps, and how each is called on the command line
@@ -30,14 +30,14 @@ SETTINGS = {
 
 
 def steps_per_epoch(settings: Mapping[str, Any], start: int = 0) -> int:
-    return steps_in_epoch(
+    plan = EpochPlan(
         settings["train_size"],
-        start,
         batch_size=settings["batch_size"],
         accumulate=settings["accumulate"],
         world_size=settings["world_size"],
         drop_last=settings["drop_last"],
     )
+    return plan.steps(start)
 
 
 def fresh_layout(settings: Mapping[str, Any]) -> dict[str, float]:
