@@ -7,6 +7,8 @@ torchvision DataLoader for datasets that do not fit in memory. For training, bot
 as `resnets.data.plan` says (order from (seed, epoch), steps of batch x accumulation x ranks) and
 draw each sample's augmentation from (seed, epoch, its position), so a resumed run, with or
 without loader workers and with any batch size or world size, sees what an uninterrupted one would.
+With `repeats` >= 2 (data.repeated_aug) the plan's positions take the repeated-augmentation order
+of resnets.data.repeated instead of the bare permutation (`epoch_order`).
 """
 
 from __future__ import annotations
