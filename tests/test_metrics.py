@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import log_loss, precision_recall_fscore_support, top_k_accuracy_score
 
 from resnets.engine.metrics import (
+    calibration_error,
     classification_report,
     expected_calibration_error,
+    reliability_bins,
     topk_correct,
 )
 
@@ -62,6 +66,38 @@ def test_ece_by_hand() -> None:
     assert expected_calibration_error(probs, targets) == pytest.approx(0.4)
     perfect = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert expected_calibration_error(perfect, torch.tensor([0, 1])) == pytest.approx(0.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    classes=st.integers(2, 12),
+    bins=st.integers(1, 20),
+    scale=st.floats(0.0, 10.0),
+    seed=st.integers(0, 2**16),
+)
+def test_ece_and_reliability_share_one_binning(n, classes, bins, scale, seed) -> None:
+    """The diagram's bins are the ones ECE sums over, and both agree with a numpy binning of
+    the (lo, hi] intervals written independently here."""
+    gen = torch.Generator().manual_seed(seed)
+    probs = (torch.randn(n, classes, generator=gen) * scale).softmax(1)
+    targets = torch.randint(0, classes, (n,), generator=gen)
+    rows = reliability_bins(probs, targets, bins)
+    ece = expected_calibration_error(probs, targets, bins)
+    assert ece == calibration_error(rows)  # the same number, not merely close
+    conf, pred = probs.double().max(1)
+    conf, right = conf.numpy(), (pred == targets).double().numpy()
+    index = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)  # (k/bins, (k+1)/bins]
+    expected = 0.0
+    for b, row in enumerate(rows):
+        members = index == b
+        assert row["count"] == members.sum()
+        if members.any():
+            assert row["confidence"] == pytest.approx(conf[members].mean(), abs=1e-6)
+            assert row["accuracy"] == pytest.approx(right[members].mean())
+            expected += members.mean() * abs(conf[members].mean() - right[members].mean())
+    assert sum(row["count"] for row in rows) == n
+    assert ece == pytest.approx(expected, abs=1e-6)
 
 
 def test_topk_clips_k_to_classes() -> None:

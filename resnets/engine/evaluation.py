@@ -9,13 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -30,7 +27,7 @@ from .checkpoint import CheckpointError
 from .logging import TensorBoard
 from .metrics import classification_report
 from .plots import confusion_figure, reliability_diagram
-from .trainer import autocast
+from .steps import collect_logits
 
 log = logging.getLogger(__name__)
 TTA = ("none", "flip")
@@ -155,35 +152,6 @@ def restore_model_and_data(
     if not run.model.get("pretrained"):
         load_strict(model, weights, source, str(run.model.name))
     return model.to(device), data
-
-
-@torch.no_grad()
-def collect_logits(
-    model: nn.Module, loader, device: torch.device, precision: str, tta: str, channels_last: bool
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """All logits and labels of the loader (every rank's shard, gathered), and images/s."""
-    model.eval()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    logits, labels, seconds = [], [], 0.0
-    for images, targets in loader:
-        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        start = time.perf_counter()
-        with autocast(device, precision):
-            out = model(images).float()
-            if tta == "flip":  # average with the mirror image's logits
-                out = (out + model(images.flip(3)).float()) / 2
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds += time.perf_counter() - start
-        logits.append(out.cpu())
-        labels.append(targets.cpu())
-    local = (torch.cat(logits), torch.cat(labels))
-    n_local = len(local[1])
-    if dist.is_available() and dist.is_initialized():
-        parts: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, local)
-        local = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-    return local[0], local[1], n_local / max(seconds, 1e-9)
 
 
 def report_name(cfg: DictConfig, source: Path, split: str) -> str:

@@ -29,28 +29,13 @@ def nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return F.cross_entropy(logits.float(), targets).item()
 
 
-def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> float:
-    """ECE (Guo et al. 2017): confidence-vs-accuracy gap over equal-width confidence bins,
-    weighted by the fraction of samples in each bin."""
-    confidence, predicted = probs.max(dim=1)
-    correct = predicted.eq(targets).double()
-    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
-    # bins are (lo, hi]; a confidence of exactly 0 cannot occur for a softmax
-    index = torch.bucketize(confidence.double(), edges[1:-1], right=False)
-    ece = torch.zeros((), dtype=torch.float64)
-    for b in range(bins):
-        in_bin = index == b
-        if in_bin.any():
-            gap = (confidence[in_bin].double().mean() - correct[in_bin].mean()).abs()
-            ece += in_bin.double().mean() * gap
-    return float(ece)
-
-
 def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> list[dict]:
-    """Per-bin mean confidence, accuracy and count: the data of a reliability diagram."""
+    """Per-bin mean confidence, accuracy and count over equal-width confidence bins (lo, hi]:
+    the data of a reliability diagram, and the one binning ECE is computed from."""
     confidence, predicted = probs.max(dim=1)
     correct = predicted.eq(targets).double()
     edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    # a confidence of exactly 0 cannot occur for a softmax
     index = torch.bucketize(confidence.double(), edges[1:-1], right=False)
     rows = []
     for b in range(bins):
@@ -66,6 +51,22 @@ def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, bins: int = 15)
             }
         )
     return rows
+
+
+def calibration_error(rows: Sequence[dict]) -> float:
+    """ECE of reliability_bins' rows: each bin's confidence-vs-accuracy gap, weighted by the
+    fraction of samples in it."""
+    total = sum(row["count"] for row in rows)
+    ece = 0.0
+    for row in rows:
+        if row["count"]:
+            ece += row["count"] / total * abs(row["confidence"] - row["accuracy"])
+    return ece
+
+
+def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> float:
+    """ECE (Guo et al. 2017) over `bins` equal-width confidence bins."""
+    return calibration_error(reliability_bins(probs, targets, bins))
 
 
 def confusion_matrix(
@@ -120,15 +121,16 @@ def classification_report(
     n = len(targets)
     matrix = confusion_matrix(logits.argmax(dim=1), targets, len(class_names))
     per_class = per_class_report(matrix, class_names)
+    reliability = reliability_bins(probs, targets, bins)  # the diagram's bins and ECE's
     return {
         "samples": n,
         "top1": 100 * top1 / n,
         "top5": 100 * top5 / n,
         "nll": nll(logits, targets),
-        "ece": expected_calibration_error(probs, targets, bins),
+        "ece": calibration_error(reliability),
         "macro_f1": sum(r["f1"] for r in per_class) / len(per_class),
         "per_class": per_class,
-        "reliability": reliability_bins(probs, targets, bins),
+        "reliability": reliability,
         "most_confused": most_confused(matrix, class_names),
         "confusion_matrix": matrix,
     }

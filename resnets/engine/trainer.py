@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.transforms import v2
@@ -50,9 +49,9 @@ from .checkpoint import (
 from .ema import EMA
 from .hparams import result_hparams
 from .logging import TensorBoard, log_file, progress, silence_file_logs
-from .metrics import topk_correct_tensor
 from .signals import StopRequest
 from .state_fit import mismatch
+from .steps import TrainTally, evaluate_model, forward_backward, optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -79,35 +78,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-@torch.no_grad()
-def evaluate_model(
-    model: nn.Module, loader, device: torch.device, precision: str, channels_last: bool = False
-) -> dict[str, float]:
-    """Loss, top-1 and top-5 over the loader; sums are all-reduced so each sample counts once."""
-    model.eval()
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, n
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    for images, labels in loader:
-        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        labels = labels.to(device, non_blocking=True)
-        with autocast(device, precision):
-            logits = model(images)
-        logits = logits.float()
-        totals[0] += F.cross_entropy(logits, labels, reduction="sum")
-        totals[1:3] += topk_correct_tensor(logits, labels, (1, 5)).double()
-        totals[3] += labels.numel()
-    loss_sum, top1, top5, n = D.all_reduce_sum(totals).tolist()
-    n = max(n, 1)
-    return {"loss": loss_sum / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n, "n": int(n)}
 
 
 class Trainer:
@@ -567,14 +537,12 @@ class Trainer:
         The loader yields `accumulate` equal micro-batches per step on every rank
         (resnets.data.plan), so each micro-batch's mean loss over `accumulate` is the step's
         mean loss, a short last step included."""
-        t, device, loader = self.cfg.trainer, self.dist.device, self.data.train
+        t, loader = self.cfg.trainer, self.data.train
         accumulate = t.accumulate_grad_batches
         self.model.train()
         loader.set_epoch(self.epoch, start_sample=self.samples_in_epoch)
         batches = len(loader)  # this pass, on this rank: a multiple of `accumulate`
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, samples
-        window_start, window_images, seen, step_images, done = time.perf_counter(), 0, 0, 0, 0
-        epoch_start = window_start
+        tally = TrainTally(self.dist.device)
         bar = progress(
             loader,
             enabled=t.progress and self.dist.is_main,
@@ -583,105 +551,137 @@ class Trainer:
             leave=False,
         )
         for i, (images, labels) in enumerate(bar):
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            if self.step == 0 and i == 0:
-                self.tb.image_grid("inputs", images, self.data.mean, self.data.std, 0)
-            targets = labels
-            if self.mix is not None:
-                images, targets = self.mix(images, labels)
-            # after mixing: the mixed batch is a new tensor, whatever layout the mix gave it
-            images = images.contiguous(memory_format=self.memory_format)
             steps_now = (i + 1) % accumulate == 0
-            # `net` is the DDP module itself: a compiled wrapper around it has no no_sync
-            with D.no_sync_if(net, not steps_now), autocast(device, t.precision):
-                logits = forward(images)
-                loss = self.criterion(logits.float(), targets)
-            (self.scaler.scale(loss / accumulate) if self.scaler else loss / accumulate).backward()
-            finite = torch.isfinite(loss.detach())
-            # under the fp16 scaler a non-finite loss is a skipped step, not a failure
-            batch_loss = torch.where(finite, loss.detach(), 0.0) if self.scaler else loss.detach()
-            sums[0] += batch_loss * labels.numel()
-            sums[1] += (logits.detach().argmax(1) == labels).sum()
-            sums[2] += labels.numel()
-            window_images += labels.numel()
-            step_images += labels.numel()
-            seen += labels.numel()
-            done = i + 1
+            self._micro_batch(images, labels, forward, net, tally, steps_now, first=i == 0)
             if not steps_now:
                 continue
-            grad_norm = self._optimizer_step(log_now=(self.step + 1) % t.log_every == 0)
-            self.step += 1
-            # every rank's micro-batches of a step are the same size
-            self.samples_in_epoch += step_images * self.dist.world_size
-            step_images = 0
+            grad_norm = self._step(tally)
             at_sync_point = self.step % t.log_every == 0
-            if at_sync_point:
-                self._check_finite(sums[0], f"by step {self.step}")
-                elapsed = time.perf_counter() - window_start
-                n = max(sums[2].item(), 1)
-                stats = {
-                    "train/loss": sums[0].item() / n,
-                    "train/acc": 100 * sums[1].item() / n,
-                    **learning_rates(self.optimizer),
-                    "perf/images_per_s": window_images * self.dist.world_size / max(elapsed, 1e-9),
-                }
-                if grad_norm is not None:
-                    stats["train/grad_norm"] = float(grad_norm)
-                self.tb.scalars(stats, self.step)
-                bar.set_postfix(
-                    loss=f"{stats['train/loss']:.3f}",
-                    acc=f"{stats['train/acc']:.1f}",
-                    lr=f"{stats['lr']:.3g}",
-                    ips=f"{stats['perf/images_per_s']:.0f}",
-                )
-                window_start, window_images = time.perf_counter(), 0
-            if (
-                bar.disable
-                and self.dist.is_main
-                and t.progress_every
-                and (self.step % t.progress_every == 0)
-            ):
-                n = max(sums[2].item(), 1)
-                log.info(
-                    "epoch %d/%d step %d (batch %d/%d): train loss %.4f top-1 %.2f%%, lr %.3g, "
-                    "%.0f images/s",
-                    self.epoch + 1,
-                    t.epochs,
-                    self.step,
-                    i + 1,
-                    batches,
-                    sums[0].item() / n,
-                    100 * sums[1].item() / n,
-                    self.optimizer.param_groups[0]["lr"],
-                    seen * self.dist.world_size / max(time.perf_counter() - epoch_start, 1e-9),
-                )
+            self._log_step(tally, grad_norm, bar, at_sync_point, batches)
             # ranks must stop (and save) at the same step; they compare notes where the loop
             # syncs anyway
             stopping = self._agree_to_stop(stop, at_sync_point)
-            if stop.save_signum is not None and not stopping and self._agreed(at_sync_point):
-                # under submitit, SIGTERM announces a preemption: save, and go on
-                self._check_finite(sums[0], f"by step {self.step}")  # never save a diverged run
-                self._save("last.pt")
-                log.warning(
-                    "signal %d: last.pt written at step %d; training goes on until the "
-                    "preemption signal",
-                    stop.save_signum,
-                    self.step,
-                )
-                stop.save_signum = None
+            self._save_if_signalled(stop, stopping, at_sync_point, tally)
             if stopping or self._reached_max_steps():
                 break
         bar.close()
         self._agree_to_stop(stop, at_sync_point=True)
-        self._check_finite(sums[0], f"in epoch {self.epoch + 1}")
-        finished = done == batches
+        self._check_finite(tally.sums[0], f"in epoch {self.epoch + 1}")
+        finished = tally.batches == batches
         if finished:
             self.epoch, self.samples_in_epoch = self.epoch + 1, 0
-        totals = D.all_reduce_sum(sums.clone())
-        samples = max(totals[2].item(), 1)
-        train = {"loss": totals[0].item() / samples, "top1": 100 * totals[1].item() / samples}
-        return train, seen, finished
+        return tally.reduced(), tally.seen, finished
+
+    def _micro_batch(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        forward: nn.Module,
+        net: nn.Module,
+        tally: TrainTally,
+        steps_now: bool,
+        first: bool,
+    ) -> None:
+        """Forward and backward of one loader batch, tallied: on the device, mixed when
+        MixUp/CutMix is on, in the model's layout. The run's first batch goes to TensorBoard."""
+        device, t = self.dist.device, self.cfg.trainer
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if first and self.step == 0:
+            self.tb.image_grid("inputs", images, self.data.mean, self.data.std, 0)
+        targets = labels
+        if self.mix is not None:
+            images, targets = self.mix(images, labels)
+        # after mixing: the mixed batch is a new tensor, whatever layout the mix gave it
+        images = images.contiguous(memory_format=self.memory_format)
+        # `net` is the DDP module itself: a compiled wrapper around it has no no_sync
+        logits, loss = forward_backward(
+            forward,
+            images,
+            targets,
+            self.criterion,
+            precision=t.precision,
+            scaler=self.scaler,
+            accumulate=t.accumulate_grad_batches,
+            sync=D.no_sync_if(net, not steps_now),
+        )
+        tally.add(loss, logits, labels, skip_non_finite=self.scaler is not None)
+
+    def _step(self, tally: TrainTally) -> torch.Tensor | None:
+        """The optimizer step that ends the accumulated micro-batches; returns the gradient
+        norm when it was measured."""
+        grad_norm = self._optimizer_step(log_now=(self.step + 1) % self.cfg.trainer.log_every == 0)
+        self.step += 1
+        # every rank's micro-batches of a step are the same size
+        self.samples_in_epoch += tally.end_step() * self.dist.world_size
+        return grad_norm
+
+    def _log_step(
+        self,
+        tally: TrainTally,
+        grad_norm: torch.Tensor | None,
+        bar,
+        at_sync_point: bool,
+        batches: int,
+    ) -> None:
+        """TensorBoard scalars and the progress bar every trainer.log_every steps; without a bar,
+        a log line every trainer.progress_every steps."""
+        t, world = self.cfg.trainer, self.dist.world_size
+        if at_sync_point:
+            self._check_finite(tally.sums[0], f"by step {self.step}")
+            loss, top1 = tally.means()
+            images, seconds = tally.window()
+            stats = {
+                "train/loss": loss,
+                "train/acc": top1,
+                **learning_rates(self.optimizer),
+                "perf/images_per_s": images * world / max(seconds, 1e-9),
+            }
+            if grad_norm is not None:
+                stats["train/grad_norm"] = float(grad_norm)
+            self.tb.scalars(stats, self.step)
+            bar.set_postfix(
+                loss=f"{stats['train/loss']:.3f}",
+                acc=f"{stats['train/acc']:.1f}",
+                lr=f"{stats['lr']:.3g}",
+                ips=f"{stats['perf/images_per_s']:.0f}",
+            )
+            tally.new_window()
+        if (
+            bar.disable
+            and self.dist.is_main
+            and t.progress_every
+            and self.step % t.progress_every == 0
+        ):
+            loss, top1 = tally.means()
+            log.info(
+                "epoch %d/%d step %d (batch %d/%d): train loss %.4f top-1 %.2f%%, lr %.3g, "
+                "%.0f images/s",
+                self.epoch + 1,
+                t.epochs,
+                self.step,
+                tally.batches,
+                batches,
+                loss,
+                top1,
+                self.optimizer.param_groups[0]["lr"],
+                tally.seen * world / max(time.perf_counter() - tally.start, 1e-9),
+            )
+
+    def _save_if_signalled(
+        self, stop: StopRequest, stopping: bool, at_sync_point: bool, tally: TrainTally
+    ) -> None:
+        """Under submitit, SIGTERM announces a preemption: save last.pt, and go on."""
+        if stop.save_signum is None or stopping or not self._agreed(at_sync_point):
+            return
+        self._check_finite(tally.sums[0], f"by step {self.step}")  # never save a diverged run
+        self._save("last.pt")
+        log.warning(
+            "signal %d: last.pt written at step %d; training goes on until the preemption signal",
+            stop.save_signum,
+            self.step,
+        )
+        stop.save_signum = None
 
     def _agreed(self, at_sync_point: bool) -> bool:
         """Whether the ranks have just compared notes (always, for one process)."""
@@ -706,20 +706,14 @@ class Trainer:
         return bool(signum)
 
     def _optimizer_step(self, log_now: bool) -> torch.Tensor | None:
-        t = self.cfg.trainer
-        if self.scaler:
-            self.scaler.unscale_(self.optimizer)
-        grad_norm = None
-        if t.grad_clip is not None or log_now:
-            # max_norm=inf measures without clipping
-            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        grad_norm = optimizer_step(
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            grad_clip=self.cfg.trainer.grad_clip,
+            measure_norm=log_now,
+        )
         if self.ema is not None and (self.step + 1) % self.ema.every == 0:
             self.ema.update_parameters(self.model)
         return grad_norm
