@@ -59,10 +59,13 @@ def repeated_order(
     first = start // world
     per_rank = sum(size for _, size in batches[::world])  # the same on every rank
     streams = rank_streams(order, repeats, world, first + per_rank)
-    out = order.clone()
-    cursor = [first] * world
-    for m, (offset, size) in enumerate(batches):
-        rank = m % world
-        out[offset : offset + size] = streams[rank, cursor[rank] : cursor[rank] + size]
-        cursor[rank] += size
+    out, cursor = order.clone(), first
+    # at most two runs of equal micro-batches (whole steps, then a short last step), each a
+    # multiple of world_size long and contiguous in the epoch: deal each in one reshape
+    for size in dict.fromkeys(size for _, size in batches):
+        run = [offset for offset, s in batches if s == size]
+        rounds = len(run) // world  # micro-batches per rank in this run
+        take = streams[:, cursor : cursor + rounds * size].reshape(world, rounds, size)
+        out[run[0] : run[0] + len(run) * size] = take.transpose(0, 1).reshape(-1)
+        cursor += rounds * size
     return out
