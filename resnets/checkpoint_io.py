@@ -1,7 +1,7 @@
 """The one safe reader of weight files: `torch.load(weights_only=True)` with one-line errors.
 
-A leaf module (torch and the standard library only; OmegaConf when a checkpoint's config is
-checked), so both the engine, which writes checkpoints, and the models, which read pretrained
+A leaf module (torch, the standard library and resnets.renamed; OmegaConf when a checkpoint's
+config is checked), so both the engine, which writes checkpoints, and the models, which read pretrained
 and fine-tuning weights, use it without importing each other.
 """
 
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from .renamed import upgrade_stored_config
 
 FORMAT_VERSION = 2  # 2: position in samples, per-rank generators, run settings
 REQUIRED_KEYS = ("model", "epoch", "step", "config", "format_version")
@@ -46,6 +48,8 @@ def load_checkpoint(
             f"format_version {state['format_version']} is newer than this code ({FORMAT_VERSION})",
         )
     _check_contents(path, state)
+    # older checkpoints stored renamed model fields under their old names
+    state["config"] = upgrade_stored_config(state["config"])
     return state
 
 

@@ -13,6 +13,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from .renamed import RENAMED_MODEL_FIELDS, renamed_fields_set, renamed_message
+
 
 @dataclass
 class ModelConfig:
@@ -23,15 +25,16 @@ class ModelConfig:
     groups: int | None = None
     width_per_group: int | None = None
     widen_factor: float | None = None
-    base_width: int | None = None
+    # the stem's output channels and the first stage's planes (later stages double them)
+    stem_width: int | None = None
     attention: str | None = None
     stem: str | None = None
     shortcut: str | None = None
     avg_down: bool | None = None
     stride_in_1x1: bool | None = None
-    drop_path: float | None = None
-    dropout: float | None = None
-    block_dropout: float | None = None
+    drop_path_rate: float | None = None  # stochastic depth, rising linearly to the last block
+    drop_rate: float | None = None  # dropout before the classifier
+    block_drop_rate: float | None = None  # dropout between a basic block's convs (Wide ResNet)
     zero_init_residual: bool | None = None
     include_top: bool | None = None
     in_chans: int | None = None
@@ -42,6 +45,12 @@ class ModelConfig:
     pretrained: str | None = None
     pretrained_ema: bool = False  # a resnets checkpoint's EMA weights instead of its model
     freeze: list[str] | None = None  # stem, layer1 .. layer4
+    # renamed fields (resnets.renamed): in the schema only so that an old name given on the
+    # command line is refused in one line naming the new one, not with Hydra's struct error
+    base_width: int | None = None
+    dropout: float | None = None
+    block_dropout: float | None = None
+    drop_path: float | None = None
 
 
 @dataclass
@@ -251,8 +260,16 @@ def _get(cfg: DictConfig, dotted: str) -> Any:
     return node
 
 
+def check_renamed(model: Any) -> None:
+    """Refuse a model field given by its old name (resnets.renamed), naming the new one."""
+    for old in renamed_fields_set(model):
+        new = RENAMED_MODEL_FIELDS[old]
+        raise ConfigError(f"{renamed_message(old)} (model.{new}={model.get(old)!r})")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values that the schema's types cannot, before any data or model is touched."""
+    check_renamed(cfg.model)
     for dotted, accepted in choices().items():
         value = str(_get(cfg, dotted))
         if value not in accepted:

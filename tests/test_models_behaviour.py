@@ -132,7 +132,7 @@ def test_zero_init_residual_makes_blocks_start_as_identity() -> None:
 
 
 def test_drop_path_increases_linearly_with_depth() -> None:
-    net = build_model("resnet", depth=20, stem="cifar", drop_path=0.2, num_classes=10)
+    net = build_model("resnet", depth=20, stem="cifar", drop_path_rate=0.2, num_classes=10)
     rates = [
         b.drop_path.p
         for layer in (net.layer1, net.layer2, net.layer3)
@@ -157,7 +157,7 @@ def test_drop_path_increases_linearly_with_depth() -> None:
             {"name": "resnet", "depth": 18, "block": "bottleneck"},
             r"model\.block='bottleneck'.*'basic' for ImageNet depth 18",
         ),
-        ({"name": "resnet50", "drop_path": 1.5}, r"model\.drop_path=1\.5.*\[0, 1\)"),
+        ({"name": "resnet50", "drop_path_rate": 1.5}, r"model\.drop_path_rate=1\.5.*\[0, 1\)"),
     ],
 )
 def test_bad_fields_name_field_value_and_accepted(kwargs, pattern) -> None:

@@ -91,7 +91,7 @@ def test_fields_alone_rebuild_a_named_network() -> None:
 
 
 def test_keras_v1_variant_moves_the_stride_to_the_first_1x1() -> None:
-    v1 = build_model("resnet50", stride_in_1x1=True, dropout=0.5)
+    v1 = build_model("resnet50", stride_in_1x1=True, drop_rate=0.5)
     block = v1.layer2[0]
     assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
     assert _params(v1) == TORCHVISION["resnet50"]  # same weights, different placement

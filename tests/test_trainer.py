@@ -66,7 +66,7 @@ def test_two_epochs_equal_one_plus_resumed_one_weight_for_weight(tmp_path) -> No
         "trainer.deterministic=true",
         "trainer.mixup_alpha=0.2",
         "trainer.ema_decay=0.9",
-        "model.drop_path=0.1",
+        "model.drop_path_rate=0.1",
         "sched=cosine",
         "sched.warmup_epochs=0.5",
     ]

@@ -116,7 +116,7 @@ def test_stop_at_any_step_then_resume_equals_an_uninterrupted_run(
     args = [
         *overrides(c),
         "data.augment.hflip=true",
-        "model.drop_path=0.1",
+        "model.drop_path_rate=0.1",
         "trainer.mixup_alpha=0.3",
     ]
     stop_then_resume(tmp_path_factory, args, stop_at)
@@ -136,7 +136,7 @@ def test_stop_then_resume_with_loader_workers_equals_an_uninterrupted_run(
         "trainer.workers=2",
         f"data.persistent_workers={str(persistent).lower()}",
         "data.augment.hflip=true",
-        "model.drop_path=0.1",
+        "model.drop_path_rate=0.1",
         "trainer.mixup_alpha=0.3",
     ]
     stop_then_resume(tmp_path_factory, args, stop_at)

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..config import ConfigError
+from ..config import ConfigError, check_renamed
 from ..data import DataBundle, build_data
 from ..models import build_model_from_config
 from ..models.pretrained import parse_spec, preprocessing_for, pretrained_stats, state_from_file
@@ -81,6 +81,7 @@ def checkpoint_run(
     from the command line: the one loader train.py uses; published weights bring their own
     resize and crop unless the command line sets them. Weights are None unless read here.
     """
+    check_renamed(cfg.model)
     ckpt = Path(cfg.ckpt) if cfg.get("ckpt") else None
     spec = None if ckpt else cfg.get("weights")
     if ckpt is None and not spec:

@@ -80,7 +80,7 @@ class ResidualAttentionNet(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         include_top: bool = True,
-        dropout: float = 0.0,
+        drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if stem == "imagenet":
@@ -113,7 +113,7 @@ class ResidualAttentionNet(nn.Module):
         self.num_features = widths[3]
         self.include_top = include_top
         if include_top:
-            self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+            self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
             self.fc = nn.Linear(widths[3], num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -22,7 +22,7 @@ class BlockOptions:
     width_per_group: int = 64
     attention: str = "none"
     stride_in_1x1: bool = False
-    dropout: float = 0.0  # between the two convs of a basic block (Wide ResNet)
+    drop_rate: float = 0.0  # dropout between the two convs of a basic block (Wide ResNet)
     radix: int = 0  # > 0: ResNeSt split attention
 
 
@@ -50,7 +50,7 @@ class BasicBlock(nn.Module):
         self.conv1 = conv3x3(in_chs, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.dropout = _dropout(opts.dropout)
+        self.dropout = _dropout(opts.drop_rate)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.se = _attention(opts.attention, planes)
@@ -176,7 +176,7 @@ class PreActBasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(in_chs)
         self.conv1 = conv3x3(in_chs, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.dropout = _dropout(opts.dropout)
+        self.dropout = _dropout(opts.drop_rate)
         self.conv2 = conv3x3(planes, planes)
         self.relu = nn.ReLU(inplace=True)
         self.se = _attention(opts.attention, planes)

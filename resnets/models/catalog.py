@@ -33,8 +33,10 @@ def native_input(name: str) -> tuple[int, int]:
 def preset_yaml(name: str) -> str:
     if name == "resnet":
         how = "the generic entry: set any field, e.g. model=resnet model.depth=101 model.groups=32"
+    elif name in ATTENTION_PRESETS:  # no stochastic depth there; dropout before the classifier
+        how = f"any field can be overridden, e.g. model={name} model.drop_rate=0.2"
     else:
-        how = f"any field can be overridden, e.g. model={name} model.drop_path=0.1"
+        how = f"any field can be overridden, e.g. model={name} model.drop_path_rate=0.1"
     return (
         f"# {name}: its arguments live in resnets/models/registry.py; every field left unset keeps\n"
         f"# the preset's value ({how}).\n"

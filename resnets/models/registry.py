@@ -10,9 +10,10 @@ from typing import Any
 
 from torch import nn
 
+from ..renamed import RENAMED_MODEL_FIELDS
 from . import pretrained as P
 from .attention_net import ResidualAttentionNet
-from .errors import ModelError
+from .errors import ModelError, RenamedFieldError
 from .resnet import ResNet
 
 log = logging.getLogger(__name__)
@@ -46,14 +47,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "depth": 29,
         "groups": 8,
         "width_per_group": 64,
-        "base_width": 64,
+        "stem_width": 64,
         "stem": "cifar",
     },
     "resnext29_16x64d": {
         "depth": 29,
         "groups": 16,
         "width_per_group": 64,
-        "base_width": 64,
+        "stem_width": 64,
         "stem": "cifar",
     },
     # WRN-d-k: (d - 4) / 6 pre-activation basic blocks per stage, widths 16k, 32k, 64k.
@@ -69,7 +70,7 @@ ATTENTION_PRESETS: dict[str, dict[str, Any]] = {
     "attention56_cifar": {"modules_per_stage": (1, 1, 1), "stem": "cifar"},
     "attention92_cifar": {"modules_per_stage": (1, 2, 3), "stem": "cifar"},
 }
-_ATTENTION_FIELDS = {"num_classes", "in_chans", "include_top", "dropout", "image_size"}
+_ATTENTION_FIELDS = {"num_classes", "in_chans", "include_top", "drop_rate", "image_size"}
 
 
 def list_models() -> list[str]:
@@ -209,5 +210,7 @@ def _resnet_fields() -> set[str]:
 
 def _check_known(args: Mapping[str, Any], known: set[str]) -> None:
     for key in args:
+        if key in RENAMED_MODEL_FIELDS:
+            raise RenamedFieldError(key, args[key])
         if key not in known:
             raise ModelError(key, args[key], f"known fields: {', '.join(sorted(known))}")

@@ -85,15 +85,15 @@ class ResNet(nn.Module):
         groups: int = 1,
         width_per_group: int = 64,
         widen_factor: float = 1,
-        base_width: int | None = None,
+        stem_width: int | None = None,
         attention: str = "none",
         stem: str = "auto",
         shortcut: str = "B",
         avg_down: bool = False,
         stride_in_1x1: bool = False,
-        drop_path: float = 0.0,
-        dropout: float = 0.0,
-        block_dropout: float = 0.0,
+        drop_path_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        block_drop_rate: float = 0.0,
         zero_init_residual: bool = False,
         num_classes: int = 1000,
         include_top: bool = True,
@@ -121,54 +121,54 @@ class ResNet(nn.Module):
                 value,
                 f"{1 if field == 'groups' else 64} with basic blocks (grouped width is a bottleneck setting)",
             )
-        if base_width is not None and int(base_width) < 1:
+        if stem_width is not None and int(stem_width) < 1:
             raise ModelError(
-                "base_width", base_width, "null (the stage table's) or a positive integer"
+                "stem_width", stem_width, "null (the stage table's) or a positive integer"
             )
         if widen_factor <= 0:
             raise ModelError("widen_factor", widen_factor, "a positive number")
         for field, value in (
-            ("drop_path", drop_path),
-            ("dropout", dropout),
-            ("block_dropout", block_dropout),
+            ("drop_path_rate", drop_path_rate),
+            ("drop_rate", drop_rate),
+            ("block_drop_rate", block_drop_rate),
         ):
             if not 0.0 <= value < 1.0:
                 raise ModelError(field, value, "a probability in [0, 1)")
         if radix and (block != "bottleneck" or preact):
             raise ModelError("radix", radix, "0 unless block is a post-activation bottleneck")
-        _check_block_fields(block, radix, attention, stride_in_1x1, block_dropout)
+        _check_block_fields(block, radix, attention, stride_in_1x1, block_drop_rate)
         if shortcut == "A" and avg_down:
             raise ModelError("avg_down", avg_down, "false with shortcut A (it has no projection)")
 
         self.preact = preact
         self.stem_type = resolve_stem(stem, image_size)
         num_stages = len(layers)
-        base_width = base_width or (64 if num_stages == 4 else 16)
+        stem_width = stem_width or (64 if num_stages == 4 else 16)
         cls = block_class(block, preact, radix)
         opts = BlockOptions(
             groups=int(groups),
             width_per_group=int(width_per_group),
             attention=attention,
             stride_in_1x1=stride_in_1x1,
-            dropout=block_dropout,
+            drop_rate=block_drop_rate,
             radix=radix,
         )
 
-        self._build_stem(in_chans, base_width)
-        in_chs = base_width
+        self._build_stem(in_chans, stem_width)
+        in_chs = stem_width
         stem_reduction = 1 if self.stem_type == "cifar" else 4
         self.feature_info = [
-            {"num_chs": base_width, "reduction": stem_reduction, "module": "maxpool"}
+            {"num_chs": stem_width, "reduction": stem_reduction, "module": "maxpool"}
         ]
         total_blocks, block_index = sum(layers), 0
         for stage, num_blocks in enumerate(layers):
-            planes = int(base_width * widen_factor * 2**stage)
+            planes = int(stem_width * widen_factor * 2**stage)
             blocks = []
             for i in range(num_blocks):
                 stride = 2 if stage > 0 and i == 0 else 1
                 out_chs = planes * cls.expansion
                 downsample = self._shortcut(shortcut, in_chs, out_chs, stride, avg_down)
-                rate = drop_path * block_index / max(total_blocks - 1, 1)
+                rate = drop_path_rate * block_index / max(total_blocks - 1, 1)
                 blocks.append(cls(in_chs, planes, stride, downsample, opts, rate))
                 in_chs, block_index = out_chs, block_index + 1
             setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
@@ -191,7 +191,7 @@ class ResNet(nn.Module):
         self.include_top = include_top and self.out_indices is None
         if self.include_top:
             self.avgpool = nn.AdaptiveAvgPool2d(1)
-            self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+            self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
             self.fc = nn.Linear(in_chs, num_classes)
         self._init_weights(zero_init_residual)
 
@@ -313,14 +313,16 @@ class ResNet(nn.Module):
 
 
 def _check_block_fields(
-    block: str, radix: int, attention: str, stride_in_1x1: bool, block_dropout: float
+    block: str, radix: int, attention: str, stride_in_1x1: bool, block_drop_rate: float
 ) -> None:
     """Refuse the fields the chosen block type has no place for, instead of dropping them."""
     if block == "basic" and stride_in_1x1:
         raise ModelError("stride_in_1x1", stride_in_1x1, "false for basic blocks (no 1x1 conv)")
-    if block != "basic" and block_dropout > 0:
+    if block != "basic" and block_drop_rate > 0:
         raise ModelError(
-            "block_dropout", block_dropout, "0 for bottleneck blocks (it is Wide ResNet's dropout)"
+            "block_drop_rate",
+            block_drop_rate,
+            "0 for bottleneck blocks (it is Wide ResNet's dropout between a basic block's convs)",
         )
     if radix and attention != "none":
         raise ModelError("attention", attention, "none with radix > 0 (ResNeSt has no SE)")
