@@ -164,6 +164,8 @@ class Trainer:
             "drop_last": bool(cfg.data.get("drop_last", True)),
             "epochs": t.epochs,
             "seed": cfg.seed,
+            # 0 and 1 both mean off: one copy of each image
+            "repeated_aug": max(1, int(cfg.data.get("repeated_aug") or 0)),
         }
         self.layout = R.fresh_layout(self.settings)
         if self.layout["steps_per_epoch"] == 0:
