@@ -83,7 +83,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adamw
+    name: str = "sgd"  # a key of resnets.optim.OPTIMIZERS: sgd | adamw
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -98,7 +98,8 @@ class OptimConfig:
 
 @dataclass
 class SchedConfig:
-    name: str = "cosine"  # cosine | step | multistep | onecycle | constant
+    # a key of resnets.optim.SCHEDULERS: cosine | step | multistep | onecycle | constant
+    name: str = "cosine"
     warmup_epochs: float = 0.0
     warmup_method: str = "linear"  # linear (rise from start factor) | constant (hold it)
     warmup_start_factor: float = 0.1
@@ -176,17 +177,38 @@ def register_configs() -> None:
     register_record_resolver()
 
 
+# Fields with a fixed set of values that no factory table owns; the rest come from the tables of
+# the code acting on them (see `choices`).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "trainer.precision": ("auto", "32", "bf16-mixed", "16-mixed"),
-    "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.dist_backend": ("auto", "nccl", "gloo"),
     "trainer.compile_mode": ("default", "reduce-overhead", "max-autotune"),
-    "optim.name": ("sgd", "adamw"),
-    "sched.name": ("cosine", "step", "multistep", "onecycle", "constant"),
     "sched.warmup_method": ("linear", "constant"),
-    "data.loader": ("auto", "tensor", "torchvision"),
     "data.split": ("val", "test", "train"),
 }
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+    """Every field with a fixed set of values -> the accepted values, in message order.
+
+    A field that names a factory reads the keys of that factory's table (optimizers and schedules
+    in optim.py, precisions and devices in runtime.py, datasets and loaders in the data package),
+    so adding one is one edit there. Imported here, not at the top: those modules import this one.
+    """
+    from .data import LOADERS, dataset_names
+    from .optim import OPTIMIZERS, SCHEDULERS
+    from .runtime import DEVICE_DEFAULTS, PRECISIONS
+
+    return {
+        "trainer.precision": ("auto", *PRECISIONS),
+        "trainer.device": ("auto", *DEVICE_DEFAULTS),
+        **CHOICES,
+        "optim.name": tuple(OPTIMIZERS),
+        "sched.name": tuple(SCHEDULERS),
+        "data.name": dataset_names(),
+        "data.loader": ("auto", *LOADERS),
+    }
+
+
 POSITIVE: tuple[str, ...] = (
     "trainer.epochs",
     "trainer.batch_size",
@@ -231,7 +253,7 @@ def _get(cfg: DictConfig, dotted: str) -> Any:
 
 def validate(cfg: DictConfig) -> None:
     """Check values that the schema's types cannot, before any data or model is touched."""
-    for dotted, accepted in CHOICES.items():
+    for dotted, accepted in choices().items():
         value = str(_get(cfg, dotted))
         if value not in accepted:
             raise ConfigError(f"{dotted}={value!r} is not valid; accepted: {', '.join(accepted)}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -64,7 +65,28 @@ def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     return rates
 
 
+def _sgd(groups: list[dict], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=bool(cfg["nesterov"])
+    )
+
+
+def _adamw(groups: list[dict], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"])
+
+
+# optim.name -> factory(param groups, optim config). The one list of optimizers: config
+# validation, the error messages and build_optimizer all read it.
+OPTIMIZERS: dict[str, Callable[[list[dict], Mapping[str, Any]], torch.optim.Optimizer]] = {
+    "sgd": _sgd,
+    "adamw": _adamw,
+}
+
+
 def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    name = cfg["name"]
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optim.name={name!r} is not valid; accepted: {', '.join(OPTIMIZERS)}")
     groups = param_groups(
         model,
         float(cfg["weight_decay"]),
@@ -72,14 +94,23 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Opt
         lr=float(cfg["lr"]),
         head_lr_mult=float(cfg.get("head_lr_mult", 1.0)),
     )
-    name = cfg["name"]
-    if name == "sgd":
-        return torch.optim.SGD(
-            groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=bool(cfg["nesterov"])
-        )
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"])
-    raise ConfigError(f"optim.name={name!r} is not valid; accepted: sgd, adamw")
+    return OPTIMIZERS[name](groups, cfg)
+
+
+@dataclass(frozen=True)
+class SchedulePlan:
+    """What a schedule factory needs besides the optimizer and the `sched` config."""
+
+    lr: float  # the base (backbone) learning rate
+    total: int  # optimizer steps the schedule spans
+    steps_per_epoch: float
+    origin: float  # the step where epoch 0 of the config's epochs sits
+
+    def to_step(self, epochs: float) -> int:
+        return round(self.origin + epochs * self.steps_per_epoch)
+
+    def warmup(self, cfg: Mapping[str, Any]) -> int:
+        return min(max(self.to_step(cfg.get("warmup_epochs", 0)), 0), self.total - 1)
 
 
 def build_scheduler(
@@ -102,75 +133,101 @@ def build_scheduler(
     """
     total = max(1, total_steps if total_steps is not None else round(steps_per_epoch * epochs))
     name = cfg["name"]
-    if name not in SCHEDULES:
-        raise ConfigError(f"sched.name={name!r} is not valid; accepted: {', '.join(SCHEDULES)}")
+    if name not in SCHEDULERS:
+        raise ConfigError(f"sched.name={name!r} is not valid; accepted: {', '.join(SCHEDULERS)}")
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
-    if name == "onecycle" and total >= 4:  # has its own warm-up phase
-        scheduler = lr_scheduler.OneCycleLR(
-            optimizer,
-            # per group, so the head keeps its multiple of the backbone's rate
-            max_lr=[lr * g.get("lr_mult", 1.0) for g in optimizer.param_groups],
-            total_steps=total,
-            # each phase needs at least one step, or OneCycleLR divides by zero
-            pct_start=min(max(cfg["pct_start"], 2 / total), 1 - 2 / total),
-            div_factor=cfg["div_factor"],
-            final_div_factor=cfg["final_div_factor"],
-        )
-    else:  # (a one-cycle too short for two phases holds the peak rate)
-        to_step = lambda e: round(origin + e * steps_per_epoch)  # noqa: E731
-        warmup = min(max(to_step(cfg.get("warmup_epochs", 0)), 0), total - 1)
-        factors = [
-            _factor_fn(cfg, lr, total, warmup, steps_per_epoch, to_step)
-            for group in optimizer.param_groups
-        ]
-        scheduler = lr_scheduler.LambdaLR(optimizer, factors)
+    plan = SchedulePlan(lr=lr, total=total, steps_per_epoch=steps_per_epoch, origin=origin)
+    scheduler = SCHEDULERS[name](optimizer, cfg, plan)
     if start_step:
         seek(scheduler, start_step)
     return scheduler
 
 
-SCHEDULES = ("cosine", "step", "multistep", "onecycle", "constant")
+ScheduleFactory = Callable[
+    [torch.optim.Optimizer, Mapping[str, Any], SchedulePlan], lr_scheduler.LRScheduler
+]
+# A decay: (sched config, plan, warm-up steps) -> the multiplier of each group's rate at step j
+# after the warm-up.
+Decay = Callable[[Mapping[str, Any], SchedulePlan, int], Callable[[int], float]]
 
 
-def _factor_fn(cfg, base_lr: float, total: int, warmup: int, steps_per_epoch: float, to_step):
-    """The multiplier of `base_lr` at step k: linear warm-up to 1, then the named decay."""
-    name, gamma = cfg["name"], cfg.get("gamma", 0.1)
-    start_factor = cfg.get("warmup_start_factor", 0.1)
-    if name == "cosine":  # a factor of each group's rate: a head keeps its multiple to the end
-        floor = cfg["min_lr"] / base_lr if base_lr else 0.0
-        span = total - warmup
+def _cosine(cfg: Mapping[str, Any], plan: SchedulePlan, warmup: int) -> Callable[[int], float]:
+    # a factor of each group's rate: a head keeps its multiple to the end
+    floor = cfg["min_lr"] / plan.lr if plan.lr else 0.0
+    span = plan.total - warmup
 
-        def main(j: int) -> float:  # stops at min_lr: a run never steps past its total
-            return floor + (1 - floor) * (1 + math.cos(math.pi * min(j, span) / span)) / 2
+    def main(j: int) -> float:  # stops at min_lr: a run never steps past its total
+        return floor + (1 - floor) * (1 + math.cos(math.pi * min(j, span) / span)) / 2
 
-    elif name == "step":  # periods count from the end of the warm-up
-        period = max(1, round(cfg["step_size"] * steps_per_epoch))
+    return main
 
-        def main(j: int) -> float:
-            return gamma ** (j // period)
 
-    elif name == "multistep":  # milestones are epochs of the run; one inside the warm-up
-        milestones = sorted(to_step(m) for m in cfg["milestones"])  # applies at its end
+def _step(cfg: Mapping[str, Any], plan: SchedulePlan, warmup: int) -> Callable[[int], float]:
+    # periods count from the end of the warm-up
+    gamma, period = cfg.get("gamma", 0.1), max(1, round(cfg["step_size"] * plan.steps_per_epoch))
+    return lambda j: gamma ** (j // period)
 
-        def main(j: int) -> float:
-            return gamma ** sum(1 for m in milestones if warmup + j >= m)
 
-    else:
+def _multistep(cfg: Mapping[str, Any], plan: SchedulePlan, warmup: int) -> Callable[[int], float]:
+    # milestones are epochs of the run; one inside the warm-up applies at its end
+    gamma, milestones = cfg.get("gamma", 0.1), sorted(plan.to_step(m) for m in cfg["milestones"])
+    return lambda j: gamma ** sum(1 for m in milestones if warmup + j >= m)
 
-        def main(j: int) -> float:
-            return 1.0
 
-    constant_warmup = cfg.get("warmup_method", "linear") == "constant"
+def _constant(cfg: Mapping[str, Any], plan: SchedulePlan, warmup: int) -> Callable[[int], float]:
+    return lambda j: 1.0
 
-    def factor(k: int) -> float:
-        if k < warmup:  # linear from lr x factor, or (He et al. 2016) held at lr x factor
-            return (
-                start_factor if constant_warmup else start_factor + (1 - start_factor) * k / warmup
-            )
-        return main(k - warmup)
 
-    return factor
+def _with_warmup(decay: Decay) -> ScheduleFactory:
+    """A LambdaLR: the warm-up (linear from lr x start factor, or held there as in He et al.
+    2016), then `decay`."""
+
+    def build(
+        optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], plan: SchedulePlan
+    ) -> lr_scheduler.LRScheduler:
+        warmup = plan.warmup(cfg)
+        main = decay(cfg, plan, warmup)
+        start = cfg.get("warmup_start_factor", 0.1)
+        held = cfg.get("warmup_method", "linear") == "constant"
+
+        def factor(k: int) -> float:
+            if k < warmup:
+                return start if held else start + (1 - start) * k / warmup
+            return main(k - warmup)
+
+        return lr_scheduler.LambdaLR(optimizer, [factor] * len(optimizer.param_groups))
+
+    return build
+
+
+def _one_cycle(
+    optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], plan: SchedulePlan
+) -> lr_scheduler.LRScheduler:
+    total = plan.total
+    if total < 4:  # too short for two phases: hold the peak rate (and any warm-up)
+        return _with_warmup(_constant)(optimizer, cfg, plan)
+    return lr_scheduler.OneCycleLR(  # has its own warm-up phase
+        optimizer,
+        # per group, so the head keeps its multiple of the backbone's rate
+        max_lr=[plan.lr * g.get("lr_mult", 1.0) for g in optimizer.param_groups],
+        total_steps=total,
+        # each phase needs at least one step, or OneCycleLR divides by zero
+        pct_start=min(max(cfg["pct_start"], 2 / total), 1 - 2 / total),
+        div_factor=cfg["div_factor"],
+        final_div_factor=cfg["final_div_factor"],
+    )
+
+
+# sched.name -> factory(optimizer, sched config, plan). The one list of schedules: config
+# validation, the error messages and build_scheduler all read it.
+SCHEDULERS: dict[str, ScheduleFactory] = {
+    "cosine": _with_warmup(_cosine),
+    "step": _with_warmup(_step),
+    "multistep": _with_warmup(_multistep),
+    "onecycle": _one_cycle,
+    "constant": _with_warmup(_constant),
+}
 
 
 def seek(scheduler: lr_scheduler.LRScheduler, step: int) -> None:

@@ -7,9 +7,11 @@ traceback from deep inside torch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,6 +21,32 @@ from .config import ConfigError
 log = logging.getLogger(__name__)
 
 GPU_PRESETS = "trainer=gpu and the GPU experiments (cifar10_fast, imagenet_*) set it"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a precision runs: the autocast dtype (None: plain fp32) and what it needs."""
+
+    autocast_dtype: torch.dtype | None
+    needs_cuda: bool = False
+    grad_scaler: bool = False  # fp16 gradients underflow without loss scaling
+
+
+# trainer.precision / evaluate.py's precision -> how it runs. The one list of precisions: config
+# validation, the CPU check, autocast and the trainer's gradient scaler all read it.
+PRECISIONS: dict[str, Precision] = {
+    "32": Precision(None),
+    "bf16-mixed": Precision(torch.bfloat16),
+    "16-mixed": Precision(torch.float16, needs_cuda=True, grad_scaler=True),
+}
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward pass's autocast context for `precision` (a PRECISIONS key)."""
+    dtype = PRECISIONS[precision].autocast_dtype
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def resolve_device(requested: str, cuda_available: bool) -> str:
@@ -56,10 +84,10 @@ def check_runtime(
         _check_cuda_training(trainer, model)
         return device
     precision = str(trainer.get("precision", "32")) if precision is None else str(precision)
-    if precision == "16-mixed":
+    if precision in PRECISIONS and PRECISIONS[precision].needs_cuda:
+        on_cpu = [name for name, p in PRECISIONS.items() if not p.needs_cuda]
         raise ConfigError(
-            f"{precision_field}='16-mixed' needs CUDA (fp16 autocast with a gradient scaler); "
-            "accepted on CPU: 32, bf16-mixed"
+            f"{precision_field}={precision!r} needs CUDA; accepted on CPU: {', '.join(on_cpu)}"
         )
     if trainer.get("compile") and str(trainer.get("compile_mode", "default")) == "reduce-overhead":
         raise ConfigError(

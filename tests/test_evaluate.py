@@ -287,3 +287,20 @@ def test_missing_sweep_directory_is_a_one_line_error(tmp_path) -> None:
 def test_use_ema_without_ema_weights_is_refused(tiny_run) -> None:
     with pytest.raises(CheckpointError, match="has no EMA weights"):
         state_from_file(tiny_run / "checkpoints" / "last.pt", use_ema=True)
+
+
+def test_trainer_precision_is_refused_naming_the_top_level_field(tiny_run, tmp_path) -> None:
+    # evaluate.py scores at its own `precision`; trainer.precision there was silently ignored
+    result = run_evaluate_cli(
+        [
+            f"ckpt={tiny_run / 'checkpoints' / 'last.pt'}",
+            "trainer.precision=bf16-mixed",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
+    assert_one_line_error(
+        result,
+        "trainer.precision='bf16-mixed' is not an evaluate.py setting",
+        "precision=<32|bf16-mixed|16-mixed>",
+    )
+    assert not (tiny_run / "eval" / "last-bf16").exists()

@@ -120,3 +120,23 @@ def test_stop_at_any_step_then_resume_equals_an_uninterrupted_run(
         "trainer.mixup_alpha=0.3",
     ]
     stop_then_resume(tmp_path_factory, args, stop_at)
+
+
+@pytest.mark.slow
+@settings(QUICK, max_examples=3)
+@given(c=config, stop_at=st.integers(0, 100), persistent=st.booleans())
+def test_stop_then_resume_with_loader_workers_equals_an_uninterrupted_run(
+    tmp_path_factory, c, stop_at, persistent
+) -> None:
+    """The torchvision DataLoader path (every image-folder run): per-sample seeds make the
+    augmentation independent of which worker draws it, persistent workers or not."""
+    args = [
+        *overrides(c),
+        "data.loader=torchvision",
+        "trainer.workers=2",
+        f"data.persistent_workers={str(persistent).lower()}",
+        "data.augment.hflip=true",
+        "model.drop_path=0.1",
+        "trainer.mixup_alpha=0.3",
+    ]
+    stop_then_resume(tmp_path_factory, args, stop_at)

@@ -6,8 +6,10 @@ Everything here returns data before augmentation; transforms.py and loaders.py d
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -257,3 +259,34 @@ def image_folder_dir(root: str, split: str) -> Path:
             f"{root}/{{train,val}}/<class name>/<image files>"
         )
     return path
+
+
+# each reads a `data` node completed with the schema's defaults (factory.with_schema_defaults)
+def _digits(cfg: Mapping[str, Any]) -> ArrayDataset:
+    return load_digits(int(cfg["image_size"]), float(cfg["val_fraction"]))
+
+
+def _cifar(cfg: Mapping[str, Any]) -> ArrayDataset:
+    return load_cifar(cfg["name"], str(cfg["root"]), bool(cfg["download"]))
+
+
+def _fake(cfg: Mapping[str, Any]) -> ArrayDataset:  # null num_classes: 10 classes
+    size = int(cfg["image_size"])
+    return make_fake(int(cfg["fake_size"]), int(cfg["num_classes"] or 10), size)
+
+
+# data.name -> the reader of an in-memory dataset's arrays (given the `data` config node). With
+# FOLDER_DATASETS (read by the image-folder pipeline) the one list of datasets: build_data, its
+# messages and config validation read these two, so a new in-memory dataset is one entry here.
+ARRAY_DATASETS: dict[str, Callable[[Mapping[str, Any]], ArrayDataset]] = {
+    "digits": _digits,
+    "cifar10": _cifar,
+    "cifar100": _cifar,
+    "fake": _fake,
+}
+FOLDER_DATASETS: tuple[str, ...] = ("imagenet", "imagefolder")
+
+
+def dataset_names() -> tuple[str, ...]:
+    """Every accepted data.name, in-memory first."""
+    return (*ARRAY_DATASETS, *FOLDER_DATASETS)

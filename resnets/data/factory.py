@@ -15,15 +15,15 @@ from torch.utils.data import Dataset
 from . import transforms as T
 from .bad_images import BadImageLoader, SkipUnreadable, collate_skipping, read_rgb
 from .datasets import (
+    ARRAY_DATASETS,
+    FOLDER_DATASETS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ArrayDataset,
     ArraySplit,
     check_arrays,
+    dataset_names,
     image_folder_dir,
-    load_cifar,
-    load_digits,
-    make_fake,
 )
 from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, collate_encoded
 from .errors import DataError
@@ -31,15 +31,12 @@ from .loaders import Loader, SamplerLoader, TensorLoader
 from .normalize import DeviceNormalized, Normalize
 from .repeated import check_repeats
 
-IN_MEMORY = ("digits", "cifar10", "cifar100", "fake")
-FOLDERS = ("imagenet", "imagefolder")
-DATASETS = IN_MEMORY + FOLDERS
 NO_TEST_SPLIT = {
     "digits": "its validation images are a stratified data.val_fraction of the 1,797 digits",
     "fake": "it is generated: train and val only",
 }
 
-__all__ = ["DATASETS", "DataBundle", "DataError", "build_data"]
+__all__ = ["LOADERS", "DataBundle", "DataError", "build_data", "dataset_names"]
 
 
 L = TypeVar("L", bound=Loader)
@@ -124,16 +121,16 @@ def build_data(
     cfg = with_schema_defaults(cfg)
     name = cfg["name"]
     check_repeats(cfg["repeated_aug"])
-    if name not in DATASETS:
-        raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(DATASETS)}")
+    if name not in dataset_names():
+        raise DataError(f"data.name={name!r} is not valid; accepted: {', '.join(dataset_names())}")
     if cfg["gpu_decode"] and (device is None or torch.device(device).type != "cuda"):
         raise DataError("data.gpu_decode=true needs a CUDA device; accepted on CPU: false")
-    if cfg["gpu_decode"] and name not in FOLDERS:
+    if cfg["gpu_decode"] and name not in FOLDER_DATASETS:
         raise DataError(
             f"data.gpu_decode=true decodes image folders; data.name={name!r} is already decoded "
-            f"in memory (accepted with gpu_decode: {', '.join(FOLDERS)})"
+            f"in memory (accepted with gpu_decode: {', '.join(FOLDER_DATASETS)})"
         )
-    if name in FOLDERS and not cfg["root"]:
+    if name in FOLDER_DATASETS and not cfg["root"]:
         raise DataError(
             f"data={name} needs data.root=PATH: a folder holding train/<class>/<images> "
             "(and val/<class>/..., or a data.val_fraction split of train/)"
@@ -149,10 +146,14 @@ def build_data(
         )
     loader = cfg["loader"]
     if loader == "auto":
-        loader = "tensor" if name in IN_MEMORY else "torchvision"
-    if loader == "tensor" and name in FOLDERS:
+        loader = "tensor" if name in ARRAY_DATASETS else "torchvision"
+    if loader not in LOADERS:
         raise DataError(
-            f"data.loader='tensor' is not valid for data.name={name!r}; accepted: torchvision, auto"
+            f"data.loader={loader!r} is not valid; accepted: auto, {', '.join(LOADERS)}"
+        )
+    if loader != "torchvision" and name in FOLDER_DATASETS:
+        raise DataError(
+            f"data.loader={loader!r} is not valid for data.name={name!r}; accepted: torchvision, auto"
         )
     batching = Batching(
         batch_size,
@@ -165,8 +166,8 @@ def build_data(
         repeats=check_repeats(cfg["repeated_aug"]),
     )
     common = dict(device=torch.device(device), workers=num_workers, split=split, stats=stats)
-    if name in IN_MEMORY:
-        return _in_memory_bundle(cfg, _load_arrays(cfg), loader, batching, **common)
+    if name in ARRAY_DATASETS:
+        return _in_memory_bundle(cfg, ARRAY_DATASETS[name](cfg), loader, batching, **common)
     return _folder_bundle(cfg, batching, **common)
 
 
@@ -179,15 +180,6 @@ def with_schema_defaults(cfg: Mapping[str, Any]) -> DictConfig:
     defaults = OmegaConf.to_container(OmegaConf.structured(DataConfig))
     del defaults["name"]  # required: no default
     return OmegaConf.merge(OmegaConf.create(defaults), cfg)
-
-
-def _load_arrays(cfg: Mapping[str, Any]) -> ArrayDataset:
-    name, size = cfg["name"], int(cfg["image_size"])
-    if name == "digits":
-        return load_digits(size, float(cfg["val_fraction"]))
-    if name == "fake":  # null num_classes: fake images come in 10 classes
-        return make_fake(int(cfg["fake_size"]), int(cfg["num_classes"] or 10), size)
-    return load_cifar(name, str(cfg["root"]), bool(cfg["download"]))
 
 
 def _stats(
@@ -281,7 +273,6 @@ def _in_memory_bundle(
 ) -> DataBundle:
     check_arrays(arrays, cfg["name"])
     mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]), stats)
-    aug = cfg["augment"]
     evaluated = arrays.train if split == "train" else arrays.val
     _check_classes(cfg, len(arrays.class_names))
     stored = int(arrays.train.images.shape[-1])
@@ -289,37 +280,18 @@ def _in_memory_bundle(
     # are generated at data.image_size already)
     size = int(cfg["image_size"])
     resize = size if size != stored else None
-    if loader == "tensor":
-        if aug["auto_augment"] or aug["random_erasing"]:
-            raise DataError(
-                "data.augment.auto_augment/random_erasing need data.loader=torchvision "
-                "(the tensor loader does crop, flip and cutout)"
-            )
-        train, val = loader_pair(
-            _tensor_loader,
-            arrays.train,
-            evaluated,
-            batching,
-            train_only=dict(
-                crop_padding=int(aug["crop_padding"]),
-                hflip=bool(aug["hflip"]),
-                cutout=int(aug["cutout"]),
-            ),
-            mean=mean,
-            std=std,
-            device=device,
-            resize=resize,
-        )
-    else:
-        if aug["cutout"]:
-            raise DataError("data.augment.cutout needs data.loader=tensor; use random_erasing here")
-        train, val = loader_pair(
-            SamplerLoader,
-            TensorImageDataset(arrays.train, T.small_image_train(aug, stored, mean, std, resize)),
-            TensorImageDataset(evaluated, T.small_image_eval(mean, std, resize)),
-            batching,
-            **_loader_options(cfg, workers),
-        )
+    train, val = LOADERS[loader](
+        arrays.train,
+        evaluated,
+        batching,
+        cfg=cfg,
+        mean=mean,
+        std=std,
+        device=device,
+        workers=workers,
+        stored=stored,
+        resize=resize,
+    )
     return DataBundle(
         train=train,
         val=val,
@@ -332,6 +304,77 @@ def _in_memory_bundle(
         train_size=len(arrays.train.labels),
         val_size=len(evaluated.labels),
     )
+
+
+def _tensor_loaders(
+    train_split: ArraySplit,
+    evaluated: ArraySplit,
+    batching: Batching,
+    *,
+    cfg,
+    mean,
+    std,
+    device,
+    workers,
+    stored,
+    resize,
+) -> tuple[TensorLoader, TensorLoader]:
+    """Batches cut and augmented as whole tensors on the device (crop, flip, cutout)."""
+    aug = cfg["augment"]
+    if aug["auto_augment"] or aug["random_erasing"]:
+        raise DataError(
+            "data.augment.auto_augment/random_erasing need data.loader=torchvision "
+            "(the tensor loader does crop, flip and cutout)"
+        )
+    return loader_pair(
+        _tensor_loader,
+        train_split,
+        evaluated,
+        batching,
+        train_only=dict(
+            crop_padding=int(aug["crop_padding"]),
+            hflip=bool(aug["hflip"]),
+            cutout=int(aug["cutout"]),
+        ),
+        mean=mean,
+        std=std,
+        device=device,
+        resize=resize,
+    )
+
+
+def _torchvision_loaders(
+    train_split: ArraySplit,
+    evaluated: ArraySplit,
+    batching: Batching,
+    *,
+    cfg,
+    mean,
+    std,
+    device,
+    workers,
+    stored,
+    resize,
+) -> tuple[SamplerLoader, SamplerLoader]:
+    """Per-sample torchvision transforms in loader workers (every augmentation but cutout)."""
+    aug = cfg["augment"]
+    if aug["cutout"]:
+        raise DataError("data.augment.cutout needs data.loader=tensor; use random_erasing here")
+    return loader_pair(
+        SamplerLoader,
+        TensorImageDataset(train_split, T.small_image_train(aug, stored, mean, std, resize)),
+        TensorImageDataset(evaluated, T.small_image_eval(mean, std, resize)),
+        batching,
+        **_loader_options(cfg, workers),
+    )
+
+
+# data.loader -> the (train, val) loader pair of an in-memory dataset (image folders always use
+# torchvision's). The one list of loaders: build_data and config validation (with `auto`) read it.
+LOADERS: dict[str, Callable[..., tuple[Loader, Loader]]] = {
+    "tensor": _tensor_loaders,
+    "torchvision": _torchvision_loaders,
+}
 
 
 def _loader_options(cfg, workers: int) -> dict[str, Any]:

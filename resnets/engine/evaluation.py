@@ -21,7 +21,7 @@ from ..data import DataBundle, build_data
 from ..models import build_model_from_config
 from ..models.pretrained import parse_spec, preprocessing_for, pretrained_stats, state_from_file
 from ..models.summary import count_flops, count_macs
-from ..runtime import check_runtime
+from ..runtime import PRECISIONS, check_runtime
 from . import distributed as D
 from .checkpoint import CheckpointError
 from .logging import TensorBoard
@@ -198,9 +198,15 @@ def evaluate_run(
     """The whole job of `python evaluate.py ckpt=... | weights=...`; returns the metrics written."""
     if cfg.tta not in TTA:
         raise ConfigError(f"tta={cfg.tta!r} is not valid; accepted: {', '.join(TTA)}")
-    if cfg.precision not in ("32", "bf16-mixed", "16-mixed"):
+    if "trainer.precision" in override_keys(overrides):
+        # scoring has one precision field, the top-level one; the trainer's would be ignored
         raise ConfigError(
-            f"precision={cfg.precision!r} is not valid; accepted: 32, bf16-mixed, 16-mixed"
+            f"trainer.precision={OmegaConf.select(cfg, 'trainer.precision')!r} is not an "
+            f"evaluate.py setting; use the top-level field: precision=<{'|'.join(PRECISIONS)}>"
+        )
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(
+            f"precision={cfg.precision!r} is not valid; accepted: {', '.join(PRECISIONS)}"
         )
     source, weights, state, run = checkpoint_run(cfg, overrides)
     ckpt = Path(cfg.ckpt) if cfg.ckpt else None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its asyncio class iterates the loader twice
 
 log = logging.getLogger("resnets")
 

@@ -32,7 +32,7 @@ from ..models import build_model_from_config
 from ..models.pretrained import pretrained_stats
 from ..models.summary import count_flops, count_macs
 from ..optim import build_optimizer, build_scheduler, learning_rates
-from ..runtime import apply_device_defaults, check_channels_last, check_runtime
+from ..runtime import PRECISIONS, apply_device_defaults, check_channels_last, check_runtime
 from . import distributed as D
 from . import resume as R
 from .checkpoint import (
@@ -164,6 +164,8 @@ class Trainer:
             "drop_last": bool(cfg.data.get("drop_last", True)),
             "epochs": t.epochs,
             "seed": cfg.seed,
+            # 0 and 1 both mean off: one copy of each image
+            "repeated_aug": max(1, int(cfg.data.get("repeated_aug") or 0)),
         }
         self.layout = R.fresh_layout(self.settings)
         if self.layout["steps_per_epoch"] == 0:
@@ -175,7 +177,7 @@ class Trainer:
                 f"(data.drop_last={self.settings['drop_last']}). Accepted: a smaller batch size "
                 "or accumulation, or data.drop_last=false"
             )
-        self.scaler = torch.amp.GradScaler("cuda") if t.precision == "16-mixed" else None
+        self.scaler = torch.amp.GradScaler("cuda") if PRECISIONS[t.precision].grad_scaler else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         self.mix = self._mixing(t, self.data.num_classes)
         self.epoch, self.step, self.samples_in_epoch = 0, 0, 0

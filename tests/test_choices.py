@@ -1,0 +1,168 @@
+"""Each field with a fixed set of values reads it from the table of factories that act on it: the
+accepted values are that table's keys, every key builds, and a new entry needs no other edit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import resnets.data as data_pkg
+import resnets.optim as optim_mod
+import resnets.runtime as runtime_mod
+from resnets.config import CHOICES, ConfigError, choices, validate
+from resnets.data import LOADERS, build_data, dataset_names
+from resnets.data.datasets import ARRAY_DATASETS, make_fake
+from resnets.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
+from resnets.runtime import DEVICE_DEFAULTS, PRECISIONS, autocast
+
+from .helpers import REPO, compose_train
+
+
+def _tiny() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+
+
+def test_accepted_values_are_the_tables_keys() -> None:
+    accepted = choices()
+    assert accepted["optim.name"] == tuple(OPTIMIZERS)
+    assert accepted["sched.name"] == tuple(SCHEDULERS)
+    assert accepted["trainer.precision"] == ("auto", *PRECISIONS)
+    assert accepted["trainer.device"] == ("auto", *DEVICE_DEFAULTS)
+    assert accepted["data.loader"] == ("auto", *LOADERS)
+    assert accepted["data.name"] == dataset_names()
+    # the fixed lists are only for fields no factory table owns
+    assert not set(CHOICES) & {"optim.name", "sched.name", "trainer.precision", "data.name"}
+
+
+def test_every_dataset_has_a_config_group_option_and_no_option_lacks_a_dataset() -> None:
+    assert sorted(dataset_names()) == sorted(p.stem for p in (REPO / "conf/data").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_builds_and_steps(name: str) -> None:
+    cfg = compose_train([f"optim.name={name}"])
+    validate(cfg)
+    model = _tiny()
+    opt = build_optimizer(model, cfg.optim)
+    before = model[0].weight.detach().clone()
+    model(torch.randn(2, 3, 8, 8)).square().mean().backward()
+    opt.step()
+    assert not torch.equal(before, model[0].weight)
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_every_schedule_builds_and_steps(name: str) -> None:
+    cfg = compose_train([f"sched.name={name}", "sched.warmup_epochs=1", "trainer.epochs=5"])
+    validate(cfg)
+    opt = build_optimizer(_tiny(), cfg.optim)
+    sched = build_scheduler(opt, cfg.sched, steps_per_epoch=4, epochs=5, lr=cfg.optim.lr)
+    rates = []
+    for _ in range(20):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert all(0 <= r <= cfg.optim.lr * 1.000001 for r in rates) and max(rates) > 0
+
+
+@pytest.mark.parametrize("name", list(PRECISIONS))
+def test_every_precision_runs_or_is_refused_on_cpu(name: str) -> None:
+    cfg = compose_train([f"trainer.precision={name}", "trainer.device=cpu"])
+    validate(cfg)
+    if PRECISIONS[name].needs_cuda:
+        with pytest.raises(ConfigError, match=rf"trainer\.precision={name!r} needs CUDA"):
+            runtime_mod.check_runtime(cfg.trainer, cfg.data, cuda_available=False)
+        return
+    runtime_mod.check_runtime(cfg.trainer, cfg.data, cuda_available=False)
+    with autocast(torch.device("cpu"), name):
+        out = torch.nn.functional.linear(torch.randn(2, 4), torch.randn(3, 4))
+    assert out.dtype == (PRECISIONS[name].autocast_dtype or torch.float32)
+
+
+@pytest.mark.parametrize("loader", list(LOADERS))
+def test_every_loader_builds_batches(loader: str) -> None:
+    cfg = compose_train(["data=fake", f"data.loader={loader}", "data.fake_size=24"])
+    validate(cfg)
+    bundle = build_data(cfg.data, batch_size=8, num_workers=0)
+    images, labels = next(iter(bundle.train))
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
+    assert labels.shape == (8,)
+
+
+@pytest.mark.parametrize(
+    ("override", "table"),
+    [
+        ("optim.name=lion", OPTIMIZERS),
+        ("sched.name=poly", SCHEDULERS),
+        ("trainer.precision=fp8", PRECISIONS),
+        ("data.name=mnist", ("digits", "cifar10", "cifar100", "fake", "imagenet")),
+        ("data.loader=dali", LOADERS),
+    ],
+)
+def test_refusal_lists_the_tables_keys(override: str, table) -> None:
+    field, value = override.split("=")
+    with pytest.raises(ConfigError) as info:
+        validate(compose_train([override]))
+    message = str(info.value)
+    assert message.startswith(f"{field}={value!r} is not valid; accepted: ")
+    assert all(key in message for key in table)
+
+
+# Registering an entry: only the table is edited (monkeypatch), and the value is accepted by
+# validation and used by the factory.
+
+
+def test_a_new_optimizer_is_one_table_entry(monkeypatch) -> None:
+    def rmsprop(groups, cfg):
+        return torch.optim.RMSprop(groups, lr=cfg["lr"])
+
+    monkeypatch.setitem(OPTIMIZERS, "rmsprop", rmsprop)
+    cfg = compose_train(["optim.name=rmsprop"])
+    validate(cfg)
+    assert isinstance(build_optimizer(_tiny(), cfg.optim), torch.optim.RMSprop)
+
+
+def test_a_new_schedule_is_one_table_entry(monkeypatch) -> None:
+    def linear(cfg, plan, warmup):
+        return lambda j: 1 - j / (plan.total - warmup)
+
+    monkeypatch.setitem(SCHEDULERS, "linear", optim_mod._with_warmup(linear))
+    cfg = compose_train(["sched.name=linear"])
+    validate(cfg)
+    opt = build_optimizer(_tiny(), cfg.optim)
+    sched = build_scheduler(opt, cfg.sched, steps_per_epoch=1, epochs=10, lr=cfg.optim.lr)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * 0.5)
+
+
+def test_a_new_precision_is_one_table_entry(monkeypatch) -> None:
+    monkeypatch.setitem(PRECISIONS, "fp16-cpu", runtime_mod.Precision(torch.float16))
+    cfg = compose_train(["trainer.precision=fp16-cpu"])
+    validate(cfg)
+    with autocast(torch.device("cpu"), "fp16-cpu"):
+        out = torch.nn.functional.linear(torch.randn(2, 4), torch.randn(3, 4))
+    assert out.dtype == torch.float16
+
+
+def test_a_new_dataset_is_one_table_entry(monkeypatch) -> None:
+    monkeypatch.setitem(ARRAY_DATASETS, "tiny", lambda cfg: make_fake(16, 10, 12, in_chans=1))
+    cfg = compose_train(["data=fake", "data.name=tiny", "data.image_size=12"])
+    validate(cfg)
+    bundle = build_data(cfg.data, batch_size=4, num_workers=0)
+    assert (bundle.num_classes, bundle.in_chans, bundle.train_size) == (10, 1, 16)
+    assert "tiny" in dataset_names()
+
+
+def test_a_new_loader_is_one_table_entry(monkeypatch) -> None:
+    used = []
+
+    def recording(train_split, evaluated, batching, **kwargs):
+        used.append(len(train_split.labels))
+        return LOADERS["tensor"](train_split, evaluated, batching, **kwargs)
+
+    monkeypatch.setitem(data_pkg.LOADERS, "recording", recording)
+    cfg = compose_train(["data=fake", "data.loader=recording", "data.fake_size=24"])
+    validate(cfg)
+    bundle = build_data(cfg.data, batch_size=8, num_workers=0)
+    assert used == [24] and next(iter(bundle.train))[0].shape == (8, 3, 32, 32)
