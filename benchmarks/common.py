@@ -8,6 +8,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,78 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(json.dumps({k: v for k, v in payload.items() if k != "machine"}, indent=2))
     return path
+
+
+@dataclass
+class BareLoop:
+    """The loop a user writes by hand, doing the trainer's work: the data bundle, the model in
+    the trainer's memory format (compiled when the trainer would compile it) and one SGD step."""
+
+    data: Any
+    model: torch.nn.Module
+    device: torch.device
+    batch_size: int
+    step: Callable[[torch.Tensor, torch.Tensor], None]
+
+
+def bare_loop(
+    cfg: Any,
+    *,
+    device: torch.device,
+    model: torch.nn.Module | None = None,
+    fp16_scaler: bool = False,
+    channels_last: bool | None = None,
+) -> BareLoop:
+    """`model` replaces ours (a torchvision build); `fp16_scaler` trains as torchvision's
+    reference script does with --amp (fp16 autocast and a GradScaler) instead of `cfg`'s
+    precision; `channels_last` overrides the memory format the device defaults choose."""
+    from omegaconf import OmegaConf
+
+    from resnets.data import build_data
+    from resnets.models import build_model_from_config
+    from resnets.runtime import apply_device_defaults
+
+    # the same device defaults the trainer applies to what the config leaves unset
+    settings = OmegaConf.to_container(cfg.trainer)
+    apply_device_defaults(settings, device.type)
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg.data, batch_size=settings["batch_size"], device=device, seed=cfg.seed)
+    if model is None:
+        model = build_model_from_config(
+            cfg.model,
+            num_classes=data.num_classes,
+            in_chans=data.in_chans,
+            image_size=data.image_size,
+        )
+    if channels_last is None:
+        channels_last = bool(settings["channels_last"])
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format).train()
+    forward = torch.compile(model, mode=settings["compile_mode"]) if settings["compile"] else model
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        nesterov=cfg.optim.get("nesterov", False),
+        weight_decay=cfg.optim.weight_decay,
+    )
+    scaler = torch.amp.GradScaler("cuda") if fp16_scaler else None
+    dtype = torch.bfloat16 if settings["precision"] == "bf16-mixed" else None
+    dtype = torch.float16 if fp16_scaler else dtype
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = criterion(forward(images).float(), labels)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return BareLoop(data, model, device, settings["batch_size"], step)

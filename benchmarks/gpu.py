@@ -34,11 +34,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from resnets.config import DataConfig
-from resnets.data import build_data
-from resnets.models import build_model_from_config
-from resnets.runtime import apply_device_defaults
 
-from .common import interleaved, write_result
+from .common import bare_loop, interleaved, write_result
 from .trainer_overhead import config
 
 
@@ -83,54 +80,16 @@ def bare_rate(
 ) -> float:
     """Training images/s of the loop a user writes by hand, doing the trainer's work: the same
     data bundle, model, SGD settings, precision, memory format and compile setting."""
-    settings = OmegaConf.to_container(cfg.trainer)
     device = torch.device(
-        "cuda" if settings["device"] != "cpu" and torch.cuda.is_available() else "cpu"
+        "cuda" if cfg.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
     )
-    apply_device_defaults(settings, device.type)
-    torch.manual_seed(cfg.seed)
-    data = build_data(cfg.data, batch_size=settings["batch_size"], device=device, seed=cfg.seed)
-    if model is None:
-        model = build_model_from_config(
-            cfg.model,
-            num_classes=data.num_classes,
-            in_chans=data.in_chans,
-            image_size=data.image_size,
-        )
-    if channels_last is None:
-        channels_last = bool(settings["channels_last"])
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format).train()
-    forward = torch.compile(model, mode=settings["compile_mode"]) if settings["compile"] else model
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay,
+    loop = bare_loop(
+        cfg, device=device, model=model, fp16_scaler=fp16_scaler, channels_last=channels_last
     )
-    scaler = torch.amp.GradScaler("cuda") if fp16_scaler else None
-    dtype = torch.float16 if fp16_scaler else None
-    if not fp16_scaler and settings["precision"] == "bf16-mixed":
-        dtype = torch.bfloat16
-    criterion = nn.CrossEntropyLoss()
-    batches = _endless(data.train)
-
-    def step() -> None:
-        images, labels = next(batches)
-        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = criterion(forward(images).float(), labels)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return settings["batch_size"] / seconds_per_step(step, warmup, steps, device)
+    batches = _endless(loop.data.train)
+    return loop.batch_size / seconds_per_step(
+        lambda: loop.step(*next(batches)), warmup, steps, device
+    )
 
 
 def trainer_epochs(cfg) -> dict[str, list[float]]:

@@ -20,16 +20,12 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from torch import nn
 
 from resnets.config import register_configs
-from resnets.data import build_data
 from resnets.engine.trainer import Trainer
-from resnets.models import build_model_from_config
-from resnets.runtime import apply_device_defaults
 
-from .common import interleaved, write_result
+from .common import bare_loop, interleaved, write_result
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TARGET = 0.95
@@ -70,57 +66,18 @@ def bare(
     fp16_scaler: bool = False,
     channels_last: bool | None = None,
 ) -> float:
-    """The loop a user would write by hand: the same model, optimizer settings and batches.
-
-    `model` replaces ours (a torchvision build); `fp16_scaler` trains as torchvision's reference
-    script does with --amp (fp16 autocast and a GradScaler) instead of `cfg`'s precision;
-    `channels_last` overrides the config's memory format (unset there means NCHW here)."""
+    """Training images/s of the loop a user would write by hand (benchmarks.common.bare_loop):
+    the same model, optimizer settings and batches, epoch by epoch as the trainer runs them."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(cfg.seed)
-    data = build_data(cfg.data, batch_size=cfg.trainer.batch_size, device=device, seed=cfg.seed)
-    if model is None:
-        model = build_model_from_config(
-            cfg.model,
-            num_classes=data.num_classes,
-            in_chans=data.in_chans,
-            image_size=data.image_size,
-        )
-    # the same device defaults the trainer applies to what the config leaves unset
-    settings = OmegaConf.to_container(cfg.trainer)
-    apply_device_defaults(settings, device.type)
-    if channels_last is None:
-        channels_last = settings["channels_last"]
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    scaler = torch.amp.GradScaler("cuda") if fp16_scaler else None
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-        nesterov=cfg.optim.nesterov,
-        weight_decay=cfg.optim.weight_decay,
+    loop = bare_loop(
+        cfg, device=device, model=model, fp16_scaler=fp16_scaler, channels_last=channels_last
     )
-    criterion = nn.CrossEntropyLoss()
-    dtype = torch.bfloat16 if settings["precision"] == "bf16-mixed" else None
-    dtype = torch.float16 if fp16_scaler else dtype
     seen, elapsed = 0, 0.0
     for epoch in range(cfg.trainer.epochs):
-        model.train()
-        data.train.set_epoch(epoch)
+        loop.data.train.set_epoch(epoch)
         start = time.perf_counter()
-        for images, labels in data.train:
-            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            labels = labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = criterion(model(images).float(), labels)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        for images, labels in loop.data.train:
+            loop.step(images, labels)
             seen += labels.numel()
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -132,3 +132,16 @@ def test_len_is_the_number_of_batches_a_pass_yields(
     if not train:  # evaluation: this rank's samples r, r+W, ..., each once
         seen = torch.cat([labels for _, labels in batches]) if batches else torch.empty(0)
         assert seen.tolist() == list(range(rank_pick % world_size, n, world_size))
+
+
+def test_len_of_a_billion_sample_epoch_is_arithmetic() -> None:
+    """Counting needs no order: drawing a permutation of 10**9 samples (8 GB) would not finish
+    here. Rank 3 of 8, batch 32, accumulation 2: (10**9 // 512) steps of 2 micro-batches; the
+    val shard holds 10**9 / 8 samples in ceil(125_000_000 / 32) batches."""
+    n = 10**9
+    keywords = dict(seed=0, rank=3, world_size=8, batch_size=32)
+    train = _build("torchvision", n, train=True, drop_last=True, accumulate=2, **keywords)
+    val = _build("torchvision", n, train=False, drop_last=False, **keywords)
+    train.set_epoch(5, start_sample=512 * 1000)
+    assert len(train) == (n // 512 - 1000) * 2
+    assert len(val) == -(-(n // 8) // 32)

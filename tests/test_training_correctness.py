@@ -13,6 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from resnets.engine import resume as R
 from resnets.engine.checkpoint import CheckpointError, load_checkpoint
 from resnets.engine.trainer import NonFiniteLossError, Trainer, TrainingInterrupted, train
 
@@ -225,6 +226,28 @@ def test_resume_on_other_data_is_refused_before_anything_is_touched(tmp_path) ->
     with pytest.raises(CheckpointError, match=r"stopped inside an epoch drawn with seed=0"):
         run(tmp_path, "trainer.epochs=2", "seed=1")
     assert digest(tmp_path / "checkpoints" / "last.pt") == before
+
+
+def test_mid_epoch_resume_refuses_another_repeated_augmentation_order(tmp_path) -> None:
+    """The repeated-augmentation order depends on the number of copies and (dealing copies
+    across ranks) on the world size: changing either inside an epoch would repeat or skip
+    samples, so it is refused like a new seed; from an epoch boundary it is accepted."""
+    run(tmp_path, "trainer.epochs=2", "trainer.max_steps=3", "data.repeated_aug=3")
+    before = digest(tmp_path / "checkpoints" / "last.pt")
+    for other in ("data.repeated_aug=0", "data.repeated_aug=2"):
+        with pytest.raises(
+            CheckpointError, match=r"stopped inside an epoch drawn with data\.repeated_aug=3"
+        ):
+            run(tmp_path, "trainer.epochs=2", other)
+    assert digest(tmp_path / "checkpoints" / "last.pt") == before
+    old = {"train_size": 40, "seed": 0, "repeated_aug": 3, "world_size": 1}
+    with pytest.raises(CheckpointError, match=r"with data\.repeated_aug=3 on 1 process"):
+        R.check_resumable(tmp_path / "last.pt", old, {**old, "world_size": 2}, 12)
+    R.check_resumable(tmp_path / "last.pt", old, {**old, "world_size": 2}, 0)  # a boundary
+    off = {**old, "repeated_aug": 1}  # without copies the order does not depend on ranks
+    R.check_resumable(tmp_path / "last.pt", off, {**off, "world_size": 2}, 12)
+    run(tmp_path, "trainer.epochs=2", "data.repeated_aug=3")  # the same order: it continues
+    assert last(tmp_path)["step"] == 20
 
 
 # ----------------------------------------------------------------------------- suspected items

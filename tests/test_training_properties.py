@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -86,6 +86,39 @@ def test_scheduler_steps_equal_optimizer_steps_and_the_schedule_ends_at_the_end(
     assert len(steps) == state["step"] == state["scheduler"]["last_epoch"] == taken
     assert state["schedule"]["total_steps"] == planned  # max_steps stops; it does not re-plan
     if c["sched"] == "cosine" and taken == planned:  # cosine reaches min_lr (0) on the last step
+        assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0, abs=1e-12)
+
+
+@settings(QUICK, max_examples=6)
+@given(a=config, b=config, stop_at=st.integers(1, 60))
+def test_resume_with_other_settings_takes_exactly_the_steps_its_new_schedule_planned(
+    tmp_path_factory, a, b, stop_at
+) -> None:
+    """Stop run `a` anywhere, resume it with another batch size, accumulation, drop_last and
+    number of epochs (same data, same schedule kind): the resumed run continues from the image it
+    stopped at, its schedule is laid out for exactly the steps it then takes, and it ends there."""
+    b = {**b, "images": a["images"], "sched": a["sched"]}
+    assume(b["images"] >= b["batch"] * b["accumulate"])
+    run_dir = tmp_path_factory.mktemp("elastic")
+    train(compose_train([*overrides(a), f"trainer.max_steps={stop_at}"]), run_dir)
+    stopped = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    epoch, position = stopped["epoch"], stopped["samples_in_epoch"]
+    steps = []
+    hook = register_optimizer_step_post_hook(lambda *args: steps.append(1))
+    try:
+        train(compose_train(overrides(b)), run_dir)
+    finally:
+        hook.remove()
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    n, per_epoch = b["images"], (b["batch"], b["accumulate"], b["drop_last"])
+    expected = 0
+    if epoch < b["epochs"]:
+        expected = expected_steps(n - position, *per_epoch)
+        expected += (b["epochs"] - epoch - 1) * expected_steps(n, *per_epoch)
+    assert len(steps) == state["step"] - stopped["step"] == expected
+    assert state["scheduler"]["last_epoch"] == state["step"]
+    assert state["schedule"]["total_steps"] == state["step"]  # the schedule ends where it stops
+    if b["sched"] == "cosine" and expected:  # and reaches min_lr (0) on its last step
         assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0, abs=1e-12)
 
 

@@ -26,6 +26,7 @@ SETTINGS = {
     "drop_last": "data.drop_last",
     "epochs": "trainer.epochs",
     "seed": "seed",
+    "repeated_aug": "data.repeated_aug",
 }
 
 
@@ -84,6 +85,20 @@ def check_resumable(
             f"the rest of it would repeat or skip samples. Resume with seed={old['seed']} "
             "(a new seed is accepted from an epoch boundary)",
         )
+    if samples_in_epoch and "repeated_aug" in old:
+        # the repeated-augmentation order depends on the copies and deals them across ranks
+        copies = old["repeated_aug"]
+        if copies != new["repeated_aug"] or (
+            copies >= 2 and old["world_size"] != new["world_size"]
+        ):
+            raise CheckpointError(
+                path,
+                f"stopped inside an epoch drawn with data.repeated_aug={copies} on "
+                f"{old['world_size']} process(es); with data.repeated_aug={new['repeated_aug']} "
+                f"on {new['world_size']} the rest of it would repeat or skip samples. Resume "
+                f"with data.repeated_aug={copies} on {old['world_size']} process(es) "
+                "(a change is accepted from an epoch boundary)",
+            )
 
 
 def setting_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -164,6 +164,8 @@ class Trainer:
             "drop_last": bool(cfg.data.get("drop_last", True)),
             "epochs": t.epochs,
             "seed": cfg.seed,
+            # 0 and 1 both mean off: one copy of each image
+            "repeated_aug": max(1, int(cfg.data.get("repeated_aug") or 0)),
         }
         self.layout = R.fresh_layout(self.settings)
         if self.layout["steps_per_epoch"] == 0:
@@ -763,50 +765,62 @@ class Trainer:
         if last or self.epoch % t.eval_every == 0:
             self._share_buffers()
             val = self._evaluate()
-            ema = val["ema"]
             if not math.isfinite(val["loss"]):
                 raise NonFiniteLossError(
                     self._non_finite_message(
                         "validation loss became", val["loss"], f"at step {self.step}"
                     )
                 )
-            scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
-            if ema is not None:
-                scalars.update(
-                    {
-                        "val_ema/loss": ema["loss"],
-                        "val_ema/acc": ema["top1"],
-                        "val_ema/top5": ema["top5"],
-                    }
-                )
-            scalars.update(
-                {
-                    "perf/epoch_time_s": epoch_time,
-                    "perf/epoch_images_per_s": seen * self.dist.world_size / max(epoch_time, 1e-9),
-                }
-            )
-            self.tb.scalars(scalars, self.step)
             # a partial epoch (stopped by max_steps) is named by the epoch it ran in
             epoch = self.epoch if finished_epoch else self.epoch + 1
-            where = f"epoch {epoch}/{t.epochs}" + (
-                "" if finished_epoch else f" (partial, {self.samples_in_epoch} images)"
-            )
-            log.info(
-                "%s step %d: %s | %s%s | %.1fs",
-                where,
-                self.step,
-                _figures("train", train, top5=False),
-                _figures("val", val),
-                f" | {_figures('EMA val', ema)}" if ema is not None else "",
-                epoch_time,
-            )
-            score = ema["top1"] if self.best_by == "ema" else val["top1"]
+            self._log_validation(val, train, epoch, finished_epoch, epoch_time, seen)
+            score = val["ema"]["top1"] if self.best_by == "ema" else val["top1"]
             if score > self.best:
                 self.best, self.best_epoch = score, epoch
                 self._save("best.pt")
         if last or self.epoch % t.save_every == 0:
             self._save("last.pt")
         return val
+
+    def _log_validation(
+        self,
+        val: dict[str, Any],
+        train: dict[str, float] | None,
+        epoch: int,
+        finished_epoch: bool,
+        epoch_time: float,
+        seen: int,
+    ) -> None:
+        """The validation figures to TensorBoard and the epoch's line to the log."""
+        ema = val["ema"]
+        scalars = {"val/loss": val["loss"], "val/acc": val["top1"], "val/top5": val["top5"]}
+        if ema is not None:
+            scalars.update(
+                {
+                    "val_ema/loss": ema["loss"],
+                    "val_ema/acc": ema["top1"],
+                    "val_ema/top5": ema["top5"],
+                }
+            )
+        scalars.update(
+            {
+                "perf/epoch_time_s": epoch_time,
+                "perf/epoch_images_per_s": seen * self.dist.world_size / max(epoch_time, 1e-9),
+            }
+        )
+        self.tb.scalars(scalars, self.step)
+        where = f"epoch {epoch}/{self.cfg.trainer.epochs}" + (
+            "" if finished_epoch else f" (partial, {self.samples_in_epoch} images)"
+        )
+        log.info(
+            "%s step %d: %s | %s%s | %.1fs",
+            where,
+            self.step,
+            _figures("train", train, top5=False),
+            _figures("val", val),
+            f" | {_figures('EMA val', ema)}" if ema is not None else "",
+            epoch_time,
+        )
 
     def _share_buffers(self) -> None:
         """Rank 0's batch-norm statistics (and EMA's) to every rank before evaluation. The EMA
