@@ -22,7 +22,7 @@ from resnets.engine.metrics import expected_calibration_error
 from resnets.engine.trainer import train
 from resnets.models import build_model_from_config
 
-from .helpers import REPO, TINY, compose_train, read_metrics, run_train_cli
+from .helpers import REPO, TINY, compose_train, read_metrics, run_script_inprocess, run_train_cli
 
 
 def run_evaluate_cli(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
@@ -304,3 +304,16 @@ def test_trainer_precision_is_refused_naming_the_top_level_field(tiny_run, tmp_p
         "precision=<32|bf16-mixed|16-mixed>",
     )
     assert not (tiny_run / "eval" / "last-bf16").exists()
+
+
+def test_trainer_precision_is_refused_in_sweep_mode_before_any_run(tmp_path, capsys) -> None:
+    # checked before the sweep: not one "left out" run per checkpoint
+    code = run_script_inprocess(
+        "evaluate",
+        [f"sweep={tmp_path / 'nope'}", "trainer.precision=32", f"hydra.run.dir={tmp_path / 'o'}"],
+    )
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: trainer.precision='32' is not an evaluate.py setting"
+    )

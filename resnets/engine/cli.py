@@ -14,7 +14,7 @@ from ..data import DataError
 from ..models import ModelError
 from . import distributed as D
 from .checkpoint import CheckpointError
-from .evaluation import evaluate_run, format_table
+from .evaluation import check_eval_precision, evaluate_run, format_table
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (CheckpointError, ConfigError, DataError, ModelError)
@@ -65,6 +65,7 @@ def run_evaluate(cfg: DictConfig) -> float | None:
     overrides = list(hydra_cfg.overrides.task)
     root = Path(hydra_cfg.runtime.output_dir)
     try:
+        check_eval_precision(cfg, overrides)
         if cfg.sweep:
             return _sweep_leaderboard(cfg, overrides, root)
         metrics = evaluate_run(cfg, overrides, root)

@@ -193,14 +193,10 @@ def flip_warning(cfg: DictConfig, run: DictConfig) -> str | None:
     )
 
 
-def evaluate_run(
-    cfg: DictConfig, overrides: Sequence[str], default_root: Path, *, plots: bool = True
-) -> dict:
-    """The whole job of `python evaluate.py ckpt=... | weights=...`; returns the metrics written."""
-    if cfg.tta not in TTA:
-        raise ConfigError(f"tta={cfg.tta!r} is not valid; accepted: {', '.join(TTA)}")
+def check_eval_precision(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """evaluate.py has one precision field, the top-level `precision`; the trainer's would be
+    ignored, so it is refused (for every run of a sweep too, before any is scored)."""
     if "trainer.precision" in override_keys(overrides):
-        # scoring has one precision field, the top-level one; the trainer's would be ignored
         raise ConfigError(
             f"trainer.precision={OmegaConf.select(cfg, 'trainer.precision')!r} is not an "
             f"evaluate.py setting; use the top-level field: precision=<{'|'.join(PRECISIONS)}>"
@@ -209,6 +205,15 @@ def evaluate_run(
         raise ConfigError(
             f"precision={cfg.precision!r} is not valid; accepted: {', '.join(PRECISIONS)}"
         )
+
+
+def evaluate_run(
+    cfg: DictConfig, overrides: Sequence[str], default_root: Path, *, plots: bool = True
+) -> dict:
+    """The whole job of `python evaluate.py ckpt=... | weights=...`; returns the metrics written."""
+    if cfg.tta not in TTA:
+        raise ConfigError(f"tta={cfg.tta!r} is not valid; accepted: {', '.join(TTA)}")
+    check_eval_precision(cfg, overrides)
     source, weights, state, run = checkpoint_run(cfg, overrides)
     ckpt = Path(cfg.ckpt) if cfg.ckpt else None
     # training-only settings of the stored config (compile) do not apply to scoring
