@@ -191,8 +191,6 @@ def register_configs() -> None:
 CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.dist_backend": ("auto", "nccl", "gloo"),
     "trainer.compile_mode": ("default", "reduce-overhead", "max-autotune"),
-    "sched.warmup_method": ("linear", "constant"),
-    "data.split": ("val", "test", "train"),
 }
 
 
@@ -204,7 +202,8 @@ def choices() -> dict[str, tuple[str, ...]]:
     so adding one is one edit there. Imported here, not at the top: those modules import this one.
     """
     from .data import LOADERS, dataset_names
-    from .optim import OPTIMIZERS, SCHEDULERS
+    from .data.datasets import SPLITS
+    from .optim import OPTIMIZERS, SCHEDULERS, WARMUPS
     from .runtime import DEVICE_DEFAULTS, PRECISIONS
 
     return {
@@ -213,8 +212,10 @@ def choices() -> dict[str, tuple[str, ...]]:
         **CHOICES,
         "optim.name": tuple(OPTIMIZERS),
         "sched.name": tuple(SCHEDULERS),
+        "sched.warmup_method": tuple(WARMUPS),
         "data.name": dataset_names(),
         "data.loader": ("auto", *LOADERS),
+        "data.split": SPLITS,
     }
 
 

@@ -179,6 +179,14 @@ def _constant(cfg: Mapping[str, Any], plan: SchedulePlan, warmup: int) -> Callab
     return lambda j: 1.0
 
 
+# sched.warmup_method -> the factor at warm-up step k of `steps`, starting from `start` (the
+# one list of warm-ups: validation reads its keys)
+WARMUPS: dict[str, Callable[[float, int, int], float]] = {
+    "linear": lambda start, k, steps: start + (1 - start) * k / steps,  # rise to the full rate
+    "constant": lambda start, k, steps: start,  # held (He et al. 2016)
+}
+
+
 def _with_warmup(decay: Decay) -> ScheduleFactory:
     """A LambdaLR: the warm-up (linear from lr x start factor, or held there as in He et al.
     2016), then `decay`."""
@@ -189,12 +197,10 @@ def _with_warmup(decay: Decay) -> ScheduleFactory:
         warmup = plan.warmup(cfg)
         main = decay(cfg, plan, warmup)
         start = cfg.get("warmup_start_factor", 0.1)
-        held = cfg.get("warmup_method", "linear") == "constant"
+        rise = WARMUPS[cfg.get("warmup_method", "linear")]
 
         def factor(k: int) -> float:
-            if k < warmup:
-                return start if held else start + (1 - start) * k / warmup
-            return main(k - warmup)
+            return rise(start, k, warmup) if k < warmup else main(k - warmup)
 
         return lr_scheduler.LambdaLR(optimizer, [factor] * len(optimizer.param_groups))
 

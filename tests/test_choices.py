@@ -30,8 +30,11 @@ def test_accepted_values_are_the_tables_keys() -> None:
     assert accepted["trainer.device"] == ("auto", *DEVICE_DEFAULTS)
     assert accepted["data.loader"] == ("auto", *LOADERS)
     assert accepted["data.name"] == dataset_names()
+    assert accepted["sched.warmup_method"] == tuple(optim_mod.WARMUPS)
+    assert accepted["data.split"] == ("val", "test", "train")
     # the fixed lists are only for fields no factory table owns
     assert not set(CHOICES) & {"optim.name", "sched.name", "trainer.precision", "data.name"}
+    assert set(CHOICES) == {"trainer.dist_backend", "trainer.compile_mode"}
 
 
 def test_every_dataset_has_a_config_group_option_and_no_option_lacks_a_dataset() -> None:
@@ -166,3 +169,27 @@ def test_a_new_loader_is_one_table_entry(monkeypatch) -> None:
     validate(cfg)
     bundle = build_data(cfg.data, batch_size=8, num_workers=0)
     assert used == [24] and next(iter(bundle.train))[0].shape == (8, 3, 32, 32)
+
+
+@pytest.mark.parametrize("method", list(optim_mod.WARMUPS))
+def test_every_warmup_method_starts_at_the_start_factor_and_reaches_the_rate(method: str) -> None:
+    cfg = compose_train(
+        [
+            "sched.name=constant",
+            f"sched.warmup_method={method}",
+            "sched.warmup_epochs=2",
+            "sched.warmup_start_factor=0.25",
+        ]
+    )
+    validate(cfg)
+    opt = build_optimizer(_tiny(), cfg.optim)
+    sched = build_scheduler(opt, cfg.sched, steps_per_epoch=2, epochs=10, lr=1.0)
+    rates = []
+    for _ in range(6):
+        rates.append(opt.param_groups[0]["lr"] / cfg.optim.lr)
+        opt.step()
+        sched.step()
+    # linear: 0.25, 0.4375, 0.625, 0.8125 over the 4 warm-up steps; constant holds 0.25
+    held = method == "constant"
+    expected = [0.25] * 4 if held else [0.25 + 0.75 * k / 4 for k in range(4)]
+    assert rates == pytest.approx([*expected, 1.0, 1.0])

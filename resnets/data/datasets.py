@@ -24,6 +24,7 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SPLITS = ("val", "test", "train")  # data.split: what the `val` loader scores
 DIGITS_SPLIT_SEED = 0  # fixed, so every run sees the same validation digits whatever its seed
 
 

@@ -19,6 +19,7 @@ from .datasets import (
     FOLDER_DATASETS,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    SPLITS,
     ArrayDataset,
     ArraySplit,
     check_arrays,
@@ -136,8 +137,8 @@ def build_data(
             "(and val/<class>/..., or a data.val_fraction split of train/)"
         )
     split = split or cfg["split"]
-    if split not in ("val", "test", "train"):
-        raise DataError(f"data.split={split!r} is not valid; accepted: val, test, train")
+    if split not in SPLITS:
+        raise DataError(f"data.split={split!r} is not valid; accepted: {', '.join(SPLITS)}")
     if split == "test" and name in NO_TEST_SPLIT:
         # scoring the validation images under the name "test" would mislead
         raise DataError(
