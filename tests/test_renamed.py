@@ -113,3 +113,17 @@ def test_an_old_checkpoint_resumes(old_run) -> None:
     train(compose_train([*TINY, *NEW_OVERRIDES, "trainer.epochs=2"]), output_dir=old_run)
     after = load_checkpoint(old_run / "checkpoints" / "last.pt")
     assert (before["epoch"], after["epoch"]) == (1, 2) and after["step"] == 2 * before["step"]
+
+
+def test_evaluate_with_an_old_name_on_the_command_line_is_one_line_and_exit_2(
+    old_run, tmp_path, capsys
+) -> None:
+    ckpt = old_run / "checkpoints" / "last.pt"
+    code = run_script_inprocess(
+        "evaluate", [f"ckpt={ckpt}", "model.drop_path=0.2", f"hydra.run.dir={tmp_path}"]
+    )
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == [
+        "error: model.drop_path was renamed to model.drop_path_rate (model.drop_path_rate=0.2)"
+    ]
