@@ -16,6 +16,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from resnets.config import ConfigError
 from resnets.engine.checkpoint import load_checkpoint
+from resnets.engine.hparams import result_hparams
 from resnets.engine.trainer import Trainer, train
 
 from .helpers import TINY, compose_train, read_metrics
@@ -119,11 +120,18 @@ def test_tensorboard_hparams_hold_only_what_changes_results(tmp_path) -> None:
                     hparams = dict(data.session_start_info.hparams)
     assert hparams, "no hparams written"
     assert "optim.lr" in hparams and "trainer.batch_size" in hparams and "seed" in hparams
-    for noise in ("trainer.workers", "trainer.progress", "trainer.log_every", "data.root"):
-        assert noise not in hparams, noise
+    noise = ("trainer.workers", "trainer.progress", "trainer.log_every", "data.root")
+    unused = ("trainer.ema_every", "model.pretrained_ema", "data.max_bad_images")  # EMA/weights off
+    for field in (*noise, *unused):
+        assert field not in hparams, field
     assert not [k for k, v in hparams.items() if v.string_value == "None"]
     assert "sched.step_size" not in hparams  # the default run's schedule is onecycle
     assert len(hparams) < 40
+    # with EMA and published weights on, their companions do change the results
+    used = result_hparams(
+        compose_train([*FAKE, "trainer.ema_decay=0.99", "model.pretrained=weights.pt"])
+    )
+    assert used["trainer.ema_every"] == 1 and used["model.pretrained_ema"] is False
 
 
 class CountingIterable:

@@ -20,7 +20,7 @@ NOT_RESULTS = {
     },
     "data": {
         "root", "download", "loader", "split", "pin_memory", "persistent_workers",
-        "prefetch_factor", "gpu_decode",
+        "prefetch_factor", "gpu_decode", "max_bad_images",
     },
 }  # fmt: skip
 OPTIM_ONLY = {"sgd": {"momentum", "nesterov"}, "adamw": {"betas", "eps"}}
@@ -31,6 +31,8 @@ SCHED_ONLY = {
     "onecycle": {"pct_start", "div_factor", "final_div_factor"},
 }
 WARMUP = {"warmup_epochs", "warmup_method", "warmup_start_factor"}
+# fields that mean something only when another one is set: (group, field, needs)
+ONLY_WITH = (("trainer", "ema_every", "ema_decay"), ("model", "pretrained_ema", "pretrained"))
 
 
 def result_hparams(cfg: DictConfig, world_size: int = 1) -> dict[str, Any]:
@@ -55,6 +57,9 @@ def result_hparams(cfg: DictConfig, world_size: int = 1) -> dict[str, Any]:
             if node.get("name") == "onecycle" or not node.get("warmup_epochs"):
                 for key in WARMUP:
                     node.pop(key, None)
+        for owner, key, needs in ONLY_WITH:
+            if group == owner and node.get(needs) is None:
+                node.pop(key, None)
         _flatten(node, f"{group}.", flat)
     return {k: v for k, v in flat.items() if v is not None}
 
