@@ -61,3 +61,18 @@ def run_script_inprocess(script: str, args: list[str]) -> int | str | None:
         return stop.code
     finally:
         sys.argv = argv
+
+
+# one network per block type and stem: the fast subset's sample of the registry (`make test`
+# builds every name); the others are marked slow
+QUICK_MODELS = {
+    "resnet", "resnet18", "resnet20", "resnet50", "resnet50d", "preact_resnet18", "seresnet18",
+    "wide_resnet16_8",
+}  # fmt: skip
+
+
+def model_params(names: list[str]) -> list:
+    """`names` as pytest params, all but QUICK_MODELS marked slow."""
+    import pytest
+
+    return [pytest.param(n, marks=[] if n in QUICK_MODELS else [pytest.mark.slow]) for n in names]

@@ -12,7 +12,7 @@ from resnets.data import build_data
 from resnets.models import build_model_from_config
 from resnets.optim import build_optimizer, build_scheduler
 
-from .helpers import REPO, compose_train, run_train_cli
+from .helpers import REPO, compose_train, model_params, run_train_cli
 
 CONF = REPO / "conf"
 
@@ -21,7 +21,7 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("name", options("model"))
+@pytest.mark.parametrize("name", model_params(options("model")))
 def test_every_model_option_composes_and_builds(name: str) -> None:
     cfg = compose_train([f"model={name}"])
     validate(cfg)
@@ -126,6 +126,7 @@ def test_schema_rejects_unknown_fields_and_wrong_types() -> None:
         compose_train(["trainer.batch_size=many"])
 
 
+@pytest.mark.slow
 def test_cli_errors_are_clear_and_do_no_work(tmp_path) -> None:
     result = run_train_cli(
         ["model=resnet", "model.depth=42", f"hydra.run.dir={tmp_path}"], timeout=120

@@ -81,6 +81,7 @@ def test_ema_every_k_steps_matches_the_formula(every) -> None:
     assert set(ema.state_dict()) == set(reference.state_dict())
 
 
+@pytest.mark.slow
 def test_ema_every_counts_updates_in_training_and_is_refused_at_zero(tmp_path) -> None:
     overrides = [*TINY, "trainer.ema_decay=0.9", "trainer.ema_every=3", "trainer.max_steps=7"]
     train(compose_train(overrides), tmp_path)

@@ -34,6 +34,7 @@ def test_what_the_user_set_is_kept() -> None:
     assert trainer == {"precision": "bf16-mixed", "channels_last": False, "compile": False}
 
 
+@pytest.mark.slow
 def test_a_run_logs_and_records_what_the_device_chose(tmp_path, caplog) -> None:
     cfg = compose_train([*TINY, "data=digits", "trainer.max_steps=2", "trainer.device=cpu"])
     assert (cfg.trainer.precision, cfg.trainer.channels_last) == ("auto", None)
@@ -83,6 +84,7 @@ def test_toy_widths_are_the_only_cpu_channels_last_hazard() -> None:
         assert cpu_channels_last_hazard(build_model(name, 10)) is None, name
 
 
+@pytest.mark.slow
 def test_toy_width_run_falls_back_to_nchw_instead_of_corrupting_memory(tmp_path) -> None:
     # In channels_last this network's backward aborts the process (torch 2.14 CPU kernel bug),
     # so the run goes through a subprocess: a regression shows as a crash, not a dead test run.

@@ -55,6 +55,7 @@ def tiny_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_checkpoint_scores_equal_the_trainers_final_validation(tiny_run, tmp_path) -> None:
     result = run_evaluate_cli(
         [f"ckpt={tiny_run / 'checkpoints' / 'last.pt'}", f"hydra.run.dir={tmp_path}"]
@@ -82,6 +83,7 @@ def test_checkpoint_scores_equal_the_trainers_final_validation(tiny_run, tmp_pat
     assert list((tiny_run / "tb" / "eval-last").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_overrides_reach_split_and_test_time_augmentation(tiny_run, tmp_path) -> None:
     result = run_evaluate_cli(
         [
@@ -103,12 +105,14 @@ def test_overrides_reach_split_and_test_time_augmentation(tiny_run, tmp_path) ->
     assert "tta=flip on a network trained without horizontal flips" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_checkpoint_for_another_model_is_a_one_line_error(tiny_run, tmp_path) -> None:
     ckpt = tiny_run / "checkpoints" / "last.pt"
     result = run_evaluate_cli([f"ckpt={ckpt}", "model=resnet20", f"hydra.run.dir={tmp_path}"])
     assert_one_line_error(result, str(ckpt), "does not match model 'resnet20'")
 
 
+@pytest.mark.slow
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path) -> None:
     victim = tmp_path / "pwned.txt"
 
@@ -139,6 +143,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path) -> None:
     ],
     ids=["empty", "foreign-text", "foreign-list", "bare-state-dict-as-ckpt", "missing"],
 )
+@pytest.mark.slow
 def test_bad_files_give_one_line_errors(tmp_path, make_file, fragment) -> None:
     path = tmp_path / "model.pt"
     make_file(path)
@@ -146,6 +151,7 @@ def test_bad_files_give_one_line_errors(tmp_path, make_file, fragment) -> None:
     assert_one_line_error(result, str(path), fragment)
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_a_one_line_error(tiny_run, tmp_path) -> None:
     data = (tiny_run / "checkpoints" / "last.pt").read_bytes()
     cut = tmp_path / "cut.pt"
@@ -154,6 +160,7 @@ def test_truncated_checkpoint_is_a_one_line_error(tiny_run, tmp_path) -> None:
     assert_one_line_error(result, str(cut), "is truncated or corrupt")
 
 
+@pytest.mark.slow
 def test_bare_weights_need_model_and_data(tmp_path) -> None:
     path = tmp_path / "w.pt"
     torch.save({"fc.weight": torch.zeros(3)}, path)
@@ -190,6 +197,7 @@ def test_torchvision_state_dict_gives_torchvision_logits(tmp_path) -> None:
         assert torch.equal(ours.eval()(x), reference(x))
 
 
+@pytest.mark.slow
 def test_torchvision_weights_through_the_cli(tmp_path) -> None:
     path, reference = _resnet18_weights(tmp_path)
     out = tmp_path / "eval"
@@ -279,6 +287,7 @@ def test_leaderboard_over_a_real_multirun_sweep(tmp_path) -> None:
         assert "model.depth=8" in md.split("| # |")[0]
 
 
+@pytest.mark.slow
 def test_missing_sweep_directory_is_a_one_line_error(tmp_path) -> None:
     result = run_evaluate_cli([f"sweep={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path / 'o'}"])
     assert_one_line_error(result, str(tmp_path / "nope"), "no such sweep directory")
@@ -289,6 +298,7 @@ def test_use_ema_without_ema_weights_is_refused(tiny_run) -> None:
         state_from_file(tiny_run / "checkpoints" / "last.pt", use_ema=True)
 
 
+@pytest.mark.slow
 def test_trainer_precision_is_refused_naming_the_top_level_field(tiny_run, tmp_path) -> None:
     # evaluate.py scores at its own `precision`; trainer.precision there was silently ignored
     result = run_evaluate_cli(

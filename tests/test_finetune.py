@@ -26,6 +26,7 @@ def tiny_weights(tmp_path) -> tuple[str, dict]:
     return str(path), {k: v.clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_frozen_parts_stay_bit_identical_while_the_rest_trains(tmp_path, tiny_weights) -> None:
     path, start = tiny_weights
     overrides = [
@@ -99,6 +100,7 @@ def test_freeze_names_the_parts_it_accepts() -> None:
 @pytest.mark.parametrize(
     "sched", [["sched=cosine", "sched.min_lr=0.01", "sched.warmup_epochs=0.2"], ["sched=onecycle"]]
 )
+@pytest.mark.slow
 def test_head_lr_mult_groups_and_logged_rates(tmp_path, sched) -> None:
     overrides = [
         *TINY,

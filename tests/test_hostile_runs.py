@@ -45,6 +45,7 @@ def test_fresh_start_after_corrupt_last_keeps_old_best_byte_for_byte(tmp_path, c
     assert len(list(ckpts.glob("last.pt.corrupt-*"))) == 1
 
 
+@pytest.mark.slow
 def test_resume_false_moves_the_old_checkpoints_aside(tmp_path) -> None:
     train(compose_train(DIGITS), tmp_path)
     ckpts = tmp_path / "checkpoints"
@@ -215,6 +216,7 @@ def test_batch_larger_than_training_set_refused_before_training(tmp_path) -> Non
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_batch_larger_than_training_set_takes_partial_batch_without_drop_last(tmp_path) -> None:
     cfg = compose_train(
         [

@@ -12,6 +12,8 @@ from resnets.models import ModelError, build_model, build_model_from_config, lis
 from resnets.models.summary import count_flops, layer_table
 from resnets.models.summary import main as summary_main
 
+from .helpers import model_params
+
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 SMALL_IMAGES = {
     n
@@ -20,35 +22,13 @@ SMALL_IMAGES = {
 }
 SMALL_IMAGES |= {f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)}
 SMALL_IMAGES |= {f"preact_resnet{d}" for d in (110, 164, 1001)}
-SLOW = {
-    "resnet1202",
-    "preact_resnet1001",
-    "resnet152",
-    "seresnet152",
-    "preact_resnet152",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
-    "wide_resnet101_2",
-    "seresnext101_32x8d",
-    "attention92",
-    "resnext29_16x64d",
-    "resnext29_8x64d",
-    "wide_resnet28_10",
-    "resnet101",
-    "seresnet101",
-    "preact_resnet101",
-    "wide_resnet50_2",
-    "attention56",
-}
 
 
 def _native(name: str) -> int:
     return 32 if name in SMALL_IMAGES else 224
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in list_models()]
-)
+@pytest.mark.parametrize("name", model_params(list_models()))
 def test_every_name_runs_forward_and_backward_at_native_size(name: str) -> None:
     size = _native(name)
     model = build_model(name, num_classes=7, image_size=size)

@@ -295,6 +295,7 @@ def test_own_checkpoint_model_or_ema_weights(tmp_path) -> None:
         build_model("resnet20", pretrained=str(tmp_path / "wrong.pt"))
 
 
+@pytest.mark.slow
 def test_train_py_missing_weights_exit_2_one_line(tmp_path) -> None:
     home = tmp_path / "empty_home"
     result = run_cli(

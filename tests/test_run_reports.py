@@ -30,6 +30,7 @@ def _log(run) -> str:
 
 
 @pytest.mark.parametrize("best_by", [None, "raw"])
+@pytest.mark.slow
 def test_ema_figures_and_best_by(tmp_path, best_by) -> None:
     extra = [] if best_by is None else [f"trainer.best_by={best_by}"]
     train(compose_train([*FAKE, "trainer.epochs=3", "trainer.ema_decay=0.5", *extra]), tmp_path)
@@ -87,6 +88,7 @@ def test_ctrl_c_says_so_and_how_to_resume(tmp_path, monkeypatch) -> None:
     assert f"run the same command with hydra.run.dir={tmp_path}" in line
 
 
+@pytest.mark.slow
 def test_train_time_after_resume_counts_the_whole_run(tmp_path) -> None:
     train(compose_train([*FAKE, "trainer.epochs=4", "trainer.max_steps=4"]), tmp_path)
     first = read_metrics(tmp_path)

@@ -57,6 +57,7 @@ def test_sync_batchnorm_needs_cuda_only_with_several_ranks() -> None:
 
 
 @no_cuda
+@pytest.mark.slow
 def test_trainer_gpu_cli_is_one_line_and_exit_2(tmp_path) -> None:
     result = run_train_cli([*TINY, "trainer=gpu", f"hydra.run.dir={tmp_path}"], timeout=120)
     assert result.returncode == 2

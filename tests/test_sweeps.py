@@ -324,6 +324,7 @@ def test_finished_job_is_skipped_and_reports_its_stored_score(tmp_path) -> None:
     assert run_job(_job_cfg(), lambda cfg: 42.0, failed, ["optim.lr=0.1"]) == 42.0
 
 
+@pytest.mark.slow
 def test_search_without_multirun_is_refused(tmp_path) -> None:
     group = "hparams_search=digits_optuna"  # reproduce=... goes through the same check
     result = run_train_cli([group, f"hydra.run.dir={tmp_path / 'run'}"])

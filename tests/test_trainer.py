@@ -58,6 +58,7 @@ def _weights(path) -> dict:
     return load_checkpoint(path)["model"]
 
 
+@pytest.mark.slow
 def test_two_epochs_equal_one_plus_resumed_one_weight_for_weight(tmp_path) -> None:
     overrides = [
         *TINY,
@@ -120,6 +121,7 @@ def test_sigterm_mid_epoch_writes_last_and_run_finishes(tmp_path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_truncated_last_checkpoint_is_reported_and_moved_aside(tmp_path) -> None:
     overrides = [*TINY, "data=digits", "trainer.epochs=1", "trainer.max_steps=2"]
     train(compose_train(overrides), tmp_path)
@@ -142,6 +144,7 @@ def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_without_touching_good_checkpoint(tmp_path, monkeypatch) -> None:
     overrides = [*TINY, "data=digits", "trainer.epochs=2", "trainer.log_every=5"]
     train(compose_train([*overrides, "trainer.max_steps=22"]), tmp_path)
@@ -158,6 +161,7 @@ def test_non_finite_loss_stops_without_touching_good_checkpoint(tmp_path, monkey
     assert _digest(last) == before
 
 
+@pytest.mark.slow
 def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch) -> None:
     overrides = [*TINY, "data=digits", "trainer.epochs=2", "trainer.max_steps=22"]
     train(compose_train(overrides), tmp_path)
@@ -177,6 +181,7 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch) -> None:
     assert not list((tmp_path / "checkpoints").glob(".*tmp*"))
 
 
+@pytest.mark.slow
 def test_tensorboard_events_have_the_tags_and_steps(tmp_path) -> None:
     overrides = [
         *TINY,
@@ -216,6 +221,7 @@ def test_tensorboard_events_have_the_tags_and_steps(tmp_path) -> None:
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "hparam/best_val_top1"} <= tags
 
 
+@pytest.mark.slow
 def test_bf16_and_channels_last_run_on_cpu(tmp_path) -> None:
     overrides = [
         *TINY,
@@ -243,6 +249,7 @@ def test_fp16_on_cpu_is_refused_with_accepted_values(tmp_path) -> None:
         Trainer(compose_train([*TINY, "trainer.precision=16-mixed"]), tmp_path)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_steps_count(tmp_path) -> None:
     overrides = [
         *TINY,
@@ -283,6 +290,7 @@ def test_default_run_reaches_97_percent(tmp_path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_in_process_runs_do_not_log_into_each_other(tmp_path) -> None:
     """A finished run lets go of its train.log: the next in-process run (a sweep, a benchmark)
     neither writes into it nor fails once the first directory is gone."""
