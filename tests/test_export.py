@@ -20,6 +20,11 @@ from resnets.models import build_model_from_config
 
 from .helpers import compose_train, run_script_inprocess
 
+# the TorchScript format is one users ask for; torch marks torch.jit as deprecated
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.(load|save)` is deprecated:FutureWarning"
+)
+
 SHORT_RUN = [
     "data.image_size=16",
     "trainer.epochs=1",

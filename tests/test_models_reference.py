@@ -83,6 +83,7 @@ def test_matches_timm(name: str) -> None:
     _compare(build_model(name), reference, TIMM[name])
 
 
+@pytest.mark.slow
 def test_fields_alone_rebuild_a_named_network() -> None:
     """`model=resnet` with fields gives the same network as the preset name."""
     by_fields = build_model("resnet", depth=101, groups=32, width_per_group=8)

@@ -237,6 +237,7 @@ def test_corrupt_and_text_files_are_skipped_and_counted(folder_run, tmp_path, ca
     assert "topk=4 is not valid; accepted: 1 to 3" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys) -> None:
     image = tmp_path / "a.png"
     Image.new("RGB", (8, 8)).save(image)

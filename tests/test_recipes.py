@@ -154,6 +154,7 @@ def test_v2_ema_is_torchvisions_ema_per_step() -> None:
     assert cfg.trainer.ema_every == 32
 
 
+@pytest.mark.slow
 def test_preact164_learning_rates_are_the_papers_by_iteration() -> None:
     """0.01 for the warm-up epoch (391 iterations, the paper's ~400), 0.1 until 32k, 0.01 until
     48k, 0.001 after: the paper's schedule, read off the scheduler the trainer builds."""

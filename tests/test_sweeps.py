@@ -186,6 +186,7 @@ def test_expected_values_are_validated() -> None:
             validate(cfg)
 
 
+@pytest.mark.slow
 def test_one_corrupt_run_is_listed_and_the_others_ranked(tmp_path) -> None:
     sweep = tmp_path / "sweep"
     make_run(sweep, "0", ["optim.lr=0.1"], finished(90.0))
@@ -214,6 +215,7 @@ def test_one_corrupt_run_is_listed_and_the_others_ranked(tmp_path) -> None:
     assert "`6` (broken):" in left and "holds a list, not an object" in left
 
 
+@pytest.mark.slow
 def test_sweep_without_any_readable_run_is_one_line(tmp_path) -> None:
     sweep = tmp_path / "sweep"
     make_run(sweep, "0", ["optim.lr=0.1"], raw_metrics="{not json")

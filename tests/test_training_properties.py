@@ -143,6 +143,7 @@ def stop_then_resume(tmp_path_factory, args: list[str], stop_at: int) -> None:
 
 @settings(QUICK, max_examples=5)
 @given(c=config, stop_at=st.integers(0, 100))
+@pytest.mark.slow
 def test_stop_at_any_step_then_resume_equals_an_uninterrupted_run(
     tmp_path_factory, c, stop_at
 ) -> None:
