@@ -172,6 +172,7 @@ def test_full_disk_one_line_with_free_space_and_no_leftover(tmp_path, monkeypatc
             assert torch.load(ckpts / name, weights_only=True)["step"] == 2
 
 
+@pytest.mark.slow
 def test_read_only_checkpoint_folder_names_path(tmp_path) -> None:
     run = tmp_path / "run"
     ckpts = run / "checkpoints"

@@ -37,6 +37,7 @@ def run_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_reports_of_best_and_last_live_side_by_side(run_dir, tmp_path) -> None:
     best = evaluate([f"ckpt={run_dir / 'checkpoints' / 'best.pt'}"], tmp_path)
     last = evaluate([f"ckpt={run_dir / 'checkpoints' / 'last.pt'}"], tmp_path)

@@ -190,6 +190,7 @@ def test_resume_with_another_batch_size_continues_from_the_same_sample(tmp_path,
     assert state["scheduler"]["last_epoch"] == 11
 
 
+@pytest.mark.slow
 def test_raising_epochs_of_a_finished_onecycle_run_continues(tmp_path, caplog) -> None:
     run(tmp_path, "sched=onecycle", "trainer.epochs=1")
     caplog.set_level(logging.INFO)
@@ -200,6 +201,7 @@ def test_raising_epochs_of_a_finished_onecycle_run_continues(tmp_path, caplog) -
     assert last(tmp_path)["step"] == 20
 
 
+@pytest.mark.slow
 def test_changed_lr_and_optimizer_take_effect_from_the_current_step(tmp_path, caplog) -> None:
     run(tmp_path, "sched=constant", "trainer.epochs=2", "trainer.max_steps=3")
     caplog.set_level(logging.INFO)
@@ -228,6 +230,7 @@ def test_resume_on_other_data_is_refused_before_anything_is_touched(tmp_path) ->
     assert digest(tmp_path / "checkpoints" / "last.pt") == before
 
 
+@pytest.mark.slow
 def test_mid_epoch_resume_refuses_another_repeated_augmentation_order(tmp_path) -> None:
     """The repeated-augmentation order depends on the number of copies and (dealing copies
     across ranks) on the world size: changing either inside an epoch would repeat or skip
@@ -251,6 +254,7 @@ def test_mid_epoch_resume_refuses_another_repeated_augmentation_order(tmp_path) 
 
 
 # ----------------------------------------------------------------------------- suspected items
+@pytest.mark.slow
 def test_stop_during_an_epochs_last_step_still_validates_that_epoch(tmp_path, monkeypatch) -> None:
     """A stop signal arriving in the last step of epoch 1 used to skip epoch 1's validation and
     best.pt for good: the resumed run started at epoch 2."""
@@ -329,6 +333,7 @@ def test_augmentation_seeds_do_not_repeat_across_epochs_past_9176_batches() -> N
     assert sum(same) < 12, same  # 24 of 24 used to be equal
 
 
+@pytest.mark.slow
 def test_no_sync_reaches_ddp_through_a_compiled_wrapper(tmp_path) -> None:
     """trainer.compile wraps the DDP module; no_sync was looked up on the wrapper, so every
     accumulation micro-batch all-reduced its gradients."""

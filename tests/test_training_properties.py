@@ -91,6 +91,7 @@ def test_scheduler_steps_equal_optimizer_steps_and_the_schedule_ends_at_the_end(
 
 @settings(QUICK, max_examples=6)
 @given(a=config, b=config, stop_at=st.integers(1, 60))
+@pytest.mark.slow
 def test_resume_with_other_settings_takes_exactly_the_steps_its_new_schedule_planned(
     tmp_path_factory, a, b, stop_at
 ) -> None:
