@@ -14,6 +14,15 @@ torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny convolutions run fastest on one thread (and the same on every machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_cifar10(root: Path, per_batch: int = 20, test: int = 40, seed: int = 0) -> dict:
     """`cifar-10-batches-py` as the python version ships it: pickled dicts with byte keys."""
     rng = np.random.default_rng(seed)

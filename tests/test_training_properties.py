@@ -22,12 +22,7 @@ QUICK = settings(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def expected_steps(n: int, batch: int, accumulate: int, drop_last: bool) -> int:
