@@ -8,7 +8,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import confusion_matrix as sk_confusion
-from sklearn.metrics import log_loss, precision_recall_fscore_support, top_k_accuracy_score
+from sklearn.metrics import (
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
 
 from resnets.engine.metrics import (
     calibration_error,
@@ -40,6 +45,39 @@ def test_topk_and_nll_equal_scikit_learn(fixed) -> None:
     )
     probs = logits.double().softmax(1).numpy()  # softmax in float64: rows sum to 1 to 1e-15
     assert report["nll"] == pytest.approx(log_loss(targets, probs, labels=labels), rel=1e-5)
+
+
+def test_macro_average_of_a_split_with_an_absent_class_equals_scikit_learn() -> None:
+    # the case: three classes, one absent from the split, every prediction right
+    targets = torch.tensor([0, 0, 2, 2, 2])
+    logits = torch.nn.functional.one_hot(targets, 3).float() * 5
+    report = classification_report(logits, targets, ["a", "b", "c"])
+    assert report["top1"] == 100.0
+    assert report["macro_f1"] == pytest.approx(f1_score(targets, logits.argmax(1), average="macro"))
+    assert report["macro_f1"] == 1.0 and report["macro_classes"] == 2
+    assert [row["class"] for row in report["per_class"]] == ["a", "c"]
+    assert report["absent_classes"] == [{"class": "b", "support": 0}]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=40),
+)
+def test_macro_averages_equal_scikit_learn_whatever_classes_are_missing(pairs) -> None:
+    # six classes; any of them may be missing from the labels, the predictions or both
+    targets = torch.tensor([t for t, _ in pairs])
+    predicted = torch.tensor([p for _, p in pairs])
+    logits = torch.nn.functional.one_hot(predicted, 6).float()
+    report = classification_report(logits, targets, [f"c{i}" for i in range(6)])
+    p, r, f, _ = precision_recall_fscore_support(
+        targets, predicted, average="macro", zero_division=0
+    )
+    assert (report["macro_precision"], report["macro_recall"], report["macro_f1"]) == pytest.approx(
+        (p, r, f)
+    )
+    seen = set(targets.tolist()) | set(predicted.tolist())
+    assert [row["class"] for row in report["per_class"]] == [f"c{i}" for i in sorted(seen)]
+    assert {a["class"] for a in report["absent_classes"]} == {f"c{i}" for i in set(range(6)) - seen}
 
 
 def test_per_class_and_confusion_equal_scikit_learn(fixed) -> None:

@@ -121,6 +121,11 @@ def classification_report(
     n = len(targets)
     matrix = confusion_matrix(logits.argmax(dim=1), targets, len(class_names))
     per_class = per_class_report(matrix, class_names)
+    # scikit-learn's macro average: the classes among the split's labels or the predictions; a
+    # class that is neither (absent from this split) is listed apart, not counted as F1 0
+    counted = (matrix.sum(dim=1) + matrix.sum(dim=0)) > 0
+    present = [row for row, keep in zip(per_class, counted.tolist(), strict=True) if keep]
+    absent = [row for row, keep in zip(per_class, counted.tolist(), strict=True) if not keep]
     reliability = reliability_bins(probs, targets, bins)  # the diagram's bins and ECE's
     return {
         "samples": n,
@@ -128,8 +133,12 @@ def classification_report(
         "top5": 100 * top5 / n,
         "nll": nll(logits, targets),
         "ece": calibration_error(reliability),
-        "macro_f1": sum(r["f1"] for r in per_class) / len(per_class),
-        "per_class": per_class,
+        "macro_f1": sum(r["f1"] for r in present) / max(len(present), 1),
+        "macro_precision": sum(r["precision"] for r in present) / max(len(present), 1),
+        "macro_recall": sum(r["recall"] for r in present) / max(len(present), 1),
+        "macro_classes": len(present),
+        "per_class": present,
+        "absent_classes": [{"class": r["class"], "support": 0} for r in absent],
         "reliability": reliability,
         "most_confused": most_confused(matrix, class_names),
         "confusion_matrix": matrix,
