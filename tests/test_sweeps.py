@@ -20,6 +20,7 @@ import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import ttest_ind
 
 from resnets.engine.leaderboard import (
     collect,
@@ -102,9 +103,21 @@ def test_seed_groups_mean_std_rank_and_lead_against_spread(tmp_path) -> None:
         # no TensorBoard events: the best epoch's top-5 and loss are unknown, never borrowed
         assert g["best_top5_mean"] is None and g["best_loss_mean"] is None
         assert g["final_top5_mean"] == pytest.approx(99.0)
-    # a: 91 +- 1 leads b: 80.25 +- 0.35 by 10.75 > 1.35; b leads c: 80 +- 1.41 by 0.25 < 1.77
+    # a: 91 +- 1 leads b: 80.25 +- 0.35 by 10.75; b leads c: 80 +- 1.41 by 0.25: Welch's test of
+    # each lead over the seeds of the two rows, as scipy computes it
     assert groups[0]["lead"] == pytest.approx(91.0 - 80.25)
-    assert [g["lead_exceeds_spread"] for g in groups] == [True, False, None]
+    values = list(figures.values())
+    for g, a, b in zip(groups, values, values[1:], strict=False):
+        reference = ttest_ind(a, b, equal_var=False)
+        interval = reference.confidence_interval(0.95)
+        assert (g["welch"].n_a, g["welch"].n_b) == (len(a), len(b))
+        assert g["welch"].p_value == pytest.approx(reference.pvalue, rel=1e-9)
+        assert g["welch"].df == pytest.approx(reference.df, rel=1e-9)
+        assert (g["welch"].low, g["welch"].high) == pytest.approx(
+            (interval.low, interval.high), rel=1e-9
+        )
+    assert groups[0]["welch"].p_value < 0.01 < 0.5 < groups[1]["welch"].p_value
+    assert groups[2]["lead"] is None and groups[2]["welch"] is None
     ungrouped = group_rows(rows, group_seeds=False)
     assert len(ungrouped) == 7 and all(g["n"] == 1 for g in ungrouped)
     assert ungrouped[0]["best_top1_mean"] == 92.0 and ungrouped[0]["best_top1_std"] is None
@@ -129,13 +142,18 @@ def test_table_shows_only_differing_overrides_rounded_and_csv_keeps_all(tmp_path
     cells = [c.strip() for c in header.strip("|").split("|")]
     assert cells[:3] == ["#", "optim.lr", "n"]  # model, epochs and seed do not vary between rows
     rows = [line for line in md.splitlines() if line.startswith("| 1") or line.startswith("| 2")]
-    assert rows[0].startswith("| 1 | 0.01235 | 2 | 95.50 ± 0.71 |")  # rounded; std ddof=1
-    assert rows[1].startswith("| 2 | 0.5 | 2 | 90.50 ± 0.71 |")
+    assert rows[0].startswith("| 1 | 0.01235 | 2 | raw | 95.50 ± 0.71 |")  # rounded; ddof=1
+    assert rows[1].startswith("| 2 | 0.5 | 2 | raw | 90.50 ± 0.71 |")
+    assert "Weights scored: raw (the weights that chose each run's best.pt" in md
     assert "Common to every row: `model=resnet20 trainer.epochs=3`" in md
     with open(sweep / "leaderboard.csv") as f:
         table = list(csv.DictReader(f))
-    # the CSV keeps every override in full
-    assert table[0]["overrides"] == "model=resnet20 trainer.epochs=3 optim.lr=0.012345678 seed=0"
+    # the CSV keeps every override of every run in full
+    assert table[0]["overrides"] == (
+        "model=resnet20 trainer.epochs=3 optim.lr=0.012345678 seed=0; "
+        "model=resnet20 trainer.epochs=3 optim.lr=0.012345678 seed=1"
+    )
+    assert table[0]["weights"] == "raw"
     assert table[0]["setting"] == "model=resnet20 trainer.epochs=3 optim.lr=0.012345678"
     assert table[0]["runs"] == "0 1" and table[0]["n"] == "2"
     assert float(table[0]["best_top1_std"]) == pytest.approx(statistics.stdev([95.0, 96.0]))
@@ -250,8 +268,8 @@ def test_optuna_trials_show_their_parameters_and_the_best_is_marked(tmp_path) ->
     assert varying_keys(groups)[0] == ["optim.lr", "optim.weight_decay"]
     md = sweep_leaderboard(sweep, rescore=False, score=no_score, plots=False)["md"].read_text()
     assert "| # | optim.lr | optim.weight_decay | n |" in md
-    assert "| 1 ★ | 0.4 | 3e-05 | 1 | 95.50 |" in md
-    assert "| 3 | 0.03123 | 0.0001 | 1 | 91.00 |" in md
+    assert "| 1 ★ | 0.4 | 3e-05 | 1 | raw | 95.50 |" in md
+    assert "| 3 | 0.03123 | 0.0001 | 1 | raw | 91.00 |" in md
     with open(sweep / "leaderboard.csv") as f:
         assert [r["optuna_best"] for r in csv.DictReader(f)] == ["True", "False", "False"]
 

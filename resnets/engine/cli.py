@@ -82,14 +82,22 @@ def run_evaluate(cfg: DictConfig) -> float | None:
 def _sweep_leaderboard(cfg: DictConfig, overrides: list[str], root: Path) -> float | None:
     """sweep=DIR: leaderboard.md/.csv and plots in DIR; unreadable runs are listed, not fatal."""
     from .leaderboard import sweep_leaderboard
+    from .sweep_weights import forced_weights
 
+    weights = forced_weights(cfg.use_ema, overrides)
+    if weights is not None and not cfg.rescore:
+        raise ConfigError(
+            f"use_ema={cfg.use_ema} with sweep= needs rescore=true: without re-scoring, each "
+            "run's figures are those of the weights its best_by names (leave use_ema out)"
+        )
     board = sweep_leaderboard(
         Path(cfg.sweep),
         rescore=bool(cfg.rescore),
-        score=lambda best: evaluate_run(_for_checkpoint(cfg, best), overrides, root),
+        score=lambda best, ema: evaluate_run(_for_checkpoint(cfg, best, ema), overrides, root),
         group_seeds=bool(cfg.group_seeds),
         plots=bool(cfg.plots),
         user_errors=USER_ERRORS,
+        weights=weights,
     )
     for run in board["left_out"]:
         print(f"warning: run {run.name} left out ({run.status}): {run.reason}", file=sys.stderr)
@@ -98,7 +106,10 @@ def _sweep_leaderboard(cfg: DictConfig, overrides: list[str], root: Path) -> flo
     return board["groups"][0]["best_top1_mean"]
 
 
-def _for_checkpoint(cfg: DictConfig, ckpt: Path) -> DictConfig:
+def _for_checkpoint(cfg: DictConfig, ckpt: Path, ema: bool) -> DictConfig:
+    """evaluate.py's settings for one run's best.pt; use_ema as text, which both a boolean
+    and an auto|true|false field accept."""
     copy = cfg.copy()
     copy.ckpt, copy.sweep, copy.output_dir = str(ckpt), None, None
+    copy.use_ema = "true" if ema else "false"
     return copy

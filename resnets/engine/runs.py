@@ -134,9 +134,10 @@ def read_scalars(run: Run) -> dict[str, list[tuple[int, float]]]:
     return run.scalars
 
 
-def read_curve(run: Run) -> Curve | None:
-    """Validation top-1 after each evaluation, from the run's TensorBoard events."""
-    points = read_scalars(run).get("val/acc")
+def read_curve(run: Run, weights: str = "raw") -> Curve | None:
+    """Validation top-1 of the raw (or "ema") weights after each evaluation, from the run's
+    TensorBoard events."""
+    points = read_scalars(run).get("val_ema/acc" if weights == "ema" else "val/acc")
     if not points:
         return None
     per_epoch = run.metrics.get("steps_per_epoch")

@@ -11,6 +11,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from .leaderboard_table import round_value
+from .sweep_weights import LABEL
 
 FIGSIZE, DPI = (7.0, 5.0), 100  # 700 x 500 pixels
 COSTS = (
@@ -23,8 +27,6 @@ COSTS = (
 
 def label_of(g: dict[str, Any], varying: list[str]) -> str:
     values = dict((o.split("=", 1)[0].lstrip("+~"), o.split("=", 1)[-1]) for o in g["setting"])
-    from .leaderboard import round_value
-
     return " ".join(f"{k}={round_value(values.get(k))}" for k in varying) or f"#{g['rank']}"
 
 
@@ -54,12 +56,20 @@ def cost_plot(
     if not rows:
         return None
     xs = [_cost(g, key)[0] * scale for g in rows]
-    xerr = [(_cost(g, key)[1] or 0.0) * scale for g in rows]
+    xerr = clipped_bars(xs, [(_cost(g, key)[1] or 0.0) * scale for g in rows], 0.0, None)
     ys = [g["best_top1_mean"] for g in rows]
-    yerr = [g["best_top1_std"] or 0.0 for g in rows]
+    yerr = clipped_bars(ys, [g["best_top1_std"] or 0.0 for g in rows], 0.0, 100.0)
     front = pareto_front(list(zip(xs, ys, strict=True)))
     fig, ax = plt.subplots(figsize=FIGSIZE)
-    ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o", capsize=3, label="setting (± seed std)")
+    ax.errorbar(
+        xs,
+        ys,
+        xerr=xerr,
+        yerr=yerr,
+        fmt="o",
+        capsize=3,
+        label="setting (± seed std, clipped to 0-100 % and costs ≥ 0)",
+    )
     ax.plot(
         [xs[i] for i in front],
         [ys[i] for i in front],
@@ -76,7 +86,7 @@ def cost_plot(
         )
     ax.set(
         xlabel=xlabel,
-        ylabel="best validation top-1 (%)",
+        ylabel=f"best validation top-1 (%), {weights_of(rows)} weights",
         title=f"Top-1 against {xlabel.split(' (')[0]}",
     )
     ax.margins(x=0.2, y=0.1)  # room for the labels beside the outermost points
@@ -118,13 +128,40 @@ def curves_plot(
     if not lines:
         plt.close(fig)
         return None
-    ax.set(xlabel=unit, ylabel="validation top-1 (%)", title="Validation top-1 during training")
+    ax.set(
+        xlabel=unit,
+        ylabel=f"validation top-1 (%), {weights_of(groups)} weights",
+        title="Validation top-1 during training",
+    )
+    if unit == "epoch":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epoch 1, 2, never 1.2, 1.4
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return lines
+
+
+def clipped_bars(
+    centres: list[float], spreads: list[float], low: float | None, high: float | None
+) -> list[list[float]]:
+    """Asymmetric error bars [below, above] of ± spread that stop at the bounds of the quantity
+    (a top-1 below 0 % or a negative cost cannot happen)."""
+    below = [
+        s if low is None else max(0.0, min(s, c - low))
+        for c, s in zip(centres, spreads, strict=True)
+    ]
+    above = [
+        s if high is None else max(0.0, min(s, high - c))
+        for c, s in zip(centres, spreads, strict=True)
+    ]
+    return [below, above]
+
+
+def weights_of(groups: list[dict[str, Any]]) -> str:
+    """raw, EMA or "raw and EMA": the weights the figure's rows scored."""
+    return " and ".join(LABEL.get(k, k) for k in sorted({g["weights"] for g in groups}))
 
 
 def sweep_plots(
