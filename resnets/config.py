@@ -158,11 +158,13 @@ class TrainerConfig:
 @dataclass
 class ExpectedConfig:
     """A published (or measured) result this configuration should reach; the sweep leaderboard
-    compares the runs' mean final top-1 with it."""
+    compares the runs' mean final top-1 of `weights` with it, on `data` only."""
 
     top1: float | None = None  # percent; null: nothing to compare with
     tolerance: float = 0.5  # percentage points either way
     source: str | None = None  # "He et al. 2015, Table 6"
+    weights: str = "raw"  # raw | ema: the weights the published figure is for
+    data: str | None = None  # data.name the figure was measured on; other data: n/a, null: any
 
 
 @dataclass
@@ -299,6 +301,10 @@ def validate(cfg: DictConfig) -> None:
         if not 0.0 <= expected.top1 <= 100.0:
             raise ConfigError(
                 f"expected.top1={expected.top1!r} is not valid; accepted: a percentage in [0, 100]"
+            )
+        if expected.weights not in ("raw", "ema"):
+            raise ConfigError(
+                f"expected.weights={expected.weights!r} is not valid; accepted: raw, ema"
             )
         if expected.tolerance < 0:
             raise ConfigError(

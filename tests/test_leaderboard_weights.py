@@ -24,7 +24,7 @@ from resnets.engine.stats import welch_test
 from resnets.engine.sweep_plots import clipped_bars, curves_plot
 from resnets.engine.sweep_weights import best_by_of, forced_weights
 
-from .helpers import read_metrics, run_train_cli
+from .helpers import REPO, compose_train, read_metrics, run_train_cli
 from .test_evaluate import assert_one_line_error, run_evaluate_cli
 from .test_sweeps import SWEEP_TINY, _write_events, finished, make_run, no_score
 
@@ -284,3 +284,30 @@ def test_ema_sweep_leaderboard_equals_the_runs_own_best(tmp_path) -> None:
         [f"sweep={sweep}", "use_ema=true", "rescore=false", f"hydra.run.dir={tmp_path / 'f'}"]
     )
     assert_one_line_error(refused, "use_ema=True with sweep= needs rescore=true")
+
+
+@pytest.mark.slow
+def test_every_recipe_says_which_weights_and_data_its_figure_is_for() -> None:
+    recipes = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+    compared = 0
+    for name in recipes:
+        cfg = compose_train([f"+experiment={name}"])
+        if cfg.expected.top1 is None:
+            continue
+        compared += 1
+        assert cfg.expected.data == cfg.data.name, name  # the data of the recipe itself
+        # the figure is the EMA's where the recipe trains one, as torchvision's V2 does
+        assert cfg.expected.weights == ("ema" if cfg.trainer.ema_decay else "raw"), name
+    assert compared >= 9
+    v2 = compose_train(["+experiment=imagenet_resnet50_v2"])
+    assert (v2.expected.top1, v2.expected.weights) == (80.86, "ema")
+
+
+def test_expected_weights_are_validated() -> None:
+    from resnets.config import validate
+
+    cfg = compose_train(["expected.top1=50", "expected.weights=best"])
+    with pytest.raises(
+        ConfigError, match=r"expected\.weights='best' is not valid; accepted: raw, ema"
+    ):
+        validate(cfg)
