@@ -144,7 +144,7 @@ def weights_sentence(groups: list[dict[str, Any]], forced: str | None) -> str:
     why = (
         f"forced by use_ema={'true' if forced == 'ema' else 'false'}"
         if forced
-        else "the weights that chose each run's best.pt (its `best_by`)"
+        else "the weights that chose each run's best.pt, its `best_by`"
     )
     return (
         f"Weights scored: {named} ({why}); every `best`, `final` and curve figure is of those "
