@@ -543,7 +543,7 @@ def test_reproduce_digits_table_runs_the_papers_recipe_per_depth(tmp_path) -> No
 
 
 def test_cifar_experiments_carry_the_papers_figures() -> None:
-    # He et al. 2015, Table 6 (CIFAR-10 test error %), as listed in the README
+    # He et al. 2015, Table 6 (CIFAR-10 test error %), as listed in docs/sweeps.md
     paper = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.61}
     for depth, error in paper.items():
         cfg = compose_train([f"+experiment=cifar10_resnet{depth}"])
