@@ -452,6 +452,9 @@ def test_interrupted_sweep_skips_finished_resumes_started_runs_new(tmp_path) -> 
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, output[-3000:]
+    # the advice continues the sweep, not job 1 alone
+    assert f"run the same -m command with hydra.sweep.dir={sweep} " in output, output[-3000:]
+    assert "hydra.run.dir=" not in output
     assert read_metrics(sweep / "0")["status"] == "finished"
     assert not (sweep / "1" / "metrics.json").exists() and not (sweep / "2").exists()
     stopped_at = torch.load(sweep / "1" / "checkpoints" / "last.pt", weights_only=True)["step"]
