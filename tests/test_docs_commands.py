@@ -137,3 +137,10 @@ def test_a_stale_command_fails_composition() -> None:
 
 def test_docs_are_the_files_read() -> None:
     assert Path(REPO / "README.md") in DOCS and len(DOCS) > 5
+
+
+def test_readme_is_a_front_door_linking_every_docs_page() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200  # the reference lives in docs/, by task
+    unlinked = [p.name for p in (REPO / "docs").glob("*.md") if f"](docs/{p.name})" not in readme]
+    assert not unlinked, f"docs pages the README does not link: {unlinked}"
