@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch and torchvision pinned to the releases this project is tested with; override for other platforms.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# the index torch comes from; empty = PyPI (CUDA wheels on Linux). Without a GPU:
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
@@ -15,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -e '.[dev,export]'
 	touch $(STAMP)
 

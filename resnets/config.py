@@ -436,6 +436,7 @@ class ExportConfig:
     parity_data: str = "val"  # val | random
     parity_samples: int = 512
     tolerance: float = 1e-4
+    latency: bool = True
     latency_repeats: int = 10
     seed: int = 0
 

@@ -296,3 +296,65 @@ def test_onnx_metadata_round_trip(tmp_path) -> None:
     formats.set_onnx_metadata(path, {"k": "w"})
     assert formats.onnx_metadata(path) == {"class_names": ["a", "b"], "k": "w"}
     assert len(onnx.load(str(path)).graph.node) == 1
+
+
+def test_parity_progress_logs_each_quarter_once(caplog) -> None:
+    from resnets.deploy import parity
+    from resnets.deploy.export import parity_progress
+
+    seen: list[int] = []
+    x = torch.randn(512, 1, 4, 4)
+    with caplog.at_level("INFO", logger="resnets.deploy.export"):
+        progress = parity_progress("onnx", len(x))
+        report = parity.compare(
+            lambda t: t.flatten(1),
+            lambda t: t.flatten(1),
+            x,
+            batch=32,
+            tolerance=0.0,
+            progress=lambda done: (seen.append(done), progress(done)),
+        )
+    assert report["passed"] and seen == list(range(32, 513, 32))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"onnx: parity {n}/512 images" for n in (128, 256, 384, 512)
+    ]
+
+
+@pytest.mark.slow
+def test_export_prints_its_phases_and_latency_false_skips_the_benchmark(
+    tiny_ckpt, tmp_path, monkeypatch, capsys
+) -> None:
+    from resnets.deploy import parity
+
+    def no_latency(*args, **kwargs):
+        raise AssertionError("latency=false still ran the latency benchmark")
+
+    monkeypatch.setattr(parity, "latency_table", no_latency)
+    out = tmp_path / "export"
+    code = run_script_inprocess(
+        "export",
+        [
+            f"ckpt={tiny_ckpt}",
+            "format=torchscript",
+            "parity_samples=40",
+            "latency=false",
+            f"output_dir={out}",
+            f"hydra.run.dir={tmp_path / 'h'}",
+        ],
+    )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-3000:]
+    phases = [
+        "torchscript: exporting",
+        "torchscript: written in",
+        "parity on 40 val images",
+        "torchscript: parity 32/40 images",  # batches of 32: three quarters after the first
+        "torchscript: parity 40/40 images",
+        "torchscript: latency not measured (latency=false)",
+        "torchscript: model_torchscript.pt  [passed]",
+        "  latency not measured (latency=false)",
+    ]
+    positions = [printed.out.find(p) for p in phases]
+    assert -1 not in positions and positions == sorted(positions), printed.out
+    entry = json.loads((out / "model.json").read_text())["exports"]["torchscript"]
+    assert entry["status"] == "passed" and "latency_ms_per_image" not in entry["parity"]

@@ -88,6 +88,20 @@ def test_ctrl_c_says_so_and_how_to_resume(tmp_path, monkeypatch) -> None:
     assert f"run the same command with hydra.run.dir={tmp_path}" in line
 
 
+def test_ctrl_c_in_a_sweep_job_advises_the_sweep_command(tmp_path) -> None:
+    from resnets.engine.continue_hint import in_sweep
+    from resnets.engine.trainer import stop_message
+
+    with in_sweep("multirun/zoo"):
+        inside = stop_message(signal.SIGINT, 7, tmp_path / "multirun" / "zoo" / "2")
+    assert inside == (
+        "stopped by Ctrl-C (SIGINT) at step 7; last.pt written. To continue, run the same -m "
+        "command with hydra.sweep.dir=multirun/zoo (finished jobs are skipped, this one resumes)"
+    )
+    # outside a sweep again: the run's own directory
+    assert stop_message(signal.SIGINT, 7, tmp_path).endswith(f"hydra.run.dir={tmp_path}")
+
+
 @pytest.mark.slow
 def test_train_time_after_resume_counts_the_whole_run(tmp_path) -> None:
     train(compose_train([*FAKE, "trainer.epochs=4", "trainer.max_steps=4"]), tmp_path)

@@ -470,6 +470,9 @@ def test_interrupted_sweep_skips_finished_resumes_started_runs_new(tmp_path) -> 
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, output[-3000:]
+    # the advice continues the sweep, not job 1 alone
+    assert f"run the same -m command with hydra.sweep.dir={sweep} " in output, output[-3000:]
+    assert "hydra.run.dir=" not in output
     assert read_metrics(sweep / "0")["status"] == "finished"
     assert not (sweep / "1" / "metrics.json").exists() and not (sweep / "2").exists()
     stopped_at = torch.load(sweep / "1" / "checkpoints" / "last.pt", weights_only=True)["step"]
@@ -561,7 +564,7 @@ def test_reproduce_digits_table_runs_the_papers_recipe_per_depth(tmp_path) -> No
 
 
 def test_cifar_experiments_carry_the_papers_figures() -> None:
-    # He et al. 2015, Table 6 (CIFAR-10 test error %), as listed in the README
+    # He et al. 2015, Table 6 (CIFAR-10 test error %), as listed in docs/sweeps.md
     paper = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.61}
     for depth, error in paper.items():
         cfg = compose_train([f"+experiment=cifar10_resnet{depth}"])

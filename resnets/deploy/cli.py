@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ..config import ConfigError
+from ..refused_run import discard_fresh_run_dir
 
 
 def _hydra_context() -> tuple[list[str], Path]:
@@ -17,9 +18,10 @@ def _hydra_context() -> tuple[list[str], Path]:
     return list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir)
 
 
-def _fail(err: Exception) -> None:
+def _fail(err: Exception, root: Path) -> None:
     # one line, no traceback: the message names the file or field and what is wrong
     print(f"error: {err}", file=sys.stderr)
+    discard_fresh_run_dir(root)  # a refused run leaves no folder
     sys.exit(2)
 
 
@@ -27,11 +29,11 @@ def run_export(cfg: DictConfig) -> int:
     from ..engine.cli import USER_ERRORS
     from .export import export_checkpoint, format_report
 
-    overrides, _root = _hydra_context()
+    overrides, root = _hydra_context()
     try:
         manifest, manifest_path = export_checkpoint(cfg, overrides)
     except USER_ERRORS as err:
-        _fail(err)
+        _fail(err, root)
     written = [f for f in manifest["exports"] if f in _requested(cfg)]
     print(format_report(manifest, written))
     print(f"model.json: {manifest_path}")
@@ -66,7 +68,7 @@ def run_predict(cfg: DictConfig) -> int:
     try:
         summary = predict_images(cfg, overrides, root)
     except errors as err:
-        _fail(err)
+        _fail(err, root)
     if summary["predicted"] == 0:
         print("error: no image could be predicted (every file was skipped)", file=sys.stderr)
         sys.exit(1)

@@ -13,7 +13,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,7 @@ def export_checkpoint(cfg: DictConfig, overrides: Sequence[str]) -> tuple[dict, 
         )
         manifest["exports"][fmt] = entry
         start = time.perf_counter()
+        log.info("%s: exporting %s", fmt, path)
         try:
             formats.write(
                 fmt,
@@ -154,17 +155,24 @@ def export_checkpoint(cfg: DictConfig, overrides: Sequence[str]) -> tuple[dict, 
             entry["opset"] = formats.onnx_opset(path)
         exported = formats.load(fmt, path)
         batch = 32 if cfg.dynamic_batch else 1
+        log.info(
+            "%s: written in %.1f s; parity on %d %s images",
+            fmt,
+            entry["export_seconds"],
+            len(inputs),
+            cfg.parity_data,
+        )
         report = parity.compare(
-            eager, exported, inputs, batch=batch, tolerance=float(cfg.tolerance)
+            eager,
+            exported,
+            inputs,
+            batch=batch,
+            tolerance=float(cfg.tolerance),
+            progress=parity_progress(fmt, len(inputs)),
         )
         report["tolerance"] = float(cfg.tolerance)
         report["data"] = str(cfg.parity_data)
-        report["latency_ms_per_image"] = parity.latency_table(
-            {"eager": eager, fmt: exported},
-            shape,
-            int(cfg.latency_repeats),
-            static_batch=not cfg.dynamic_batch,
-        )
+        report.update(_latency(cfg, fmt, eager, exported, shape))
         entry["parity"] = report
         if report["passed"]:
             entry["status"] = "passed"
@@ -177,6 +185,34 @@ def export_checkpoint(cfg: DictConfig, overrides: Sequence[str]) -> tuple[dict, 
             )
         _write_manifest(manifest_path, manifest)
     return manifest, manifest_path
+
+
+def parity_progress(fmt: str, total: int) -> Callable[[int], None]:
+    """Logs `parity N/M` at each quarter of the images: a slow runtime is not silent."""
+    logged = [0]
+
+    def report(done: int) -> None:
+        quarter = 4 * done // max(total, 1)
+        if quarter > logged[0]:
+            logged[0] = quarter
+            log.info("%s: parity %d/%d images", fmt, done, total)
+
+    return report
+
+
+def _latency(cfg: DictConfig, fmt: str, eager, exported, shape) -> dict:
+    """{"latency_ms_per_image": ...} at batch 1 and 32, or {} with `latency=false`."""
+    if not cfg.latency:
+        log.info("%s: latency not measured (latency=false)", fmt)
+        return {}
+    log.info("%s: latency at batch 1 and 32 (%d timed calls each)", fmt, cfg.latency_repeats)
+    table = parity.latency_table(
+        {"eager": eager, fmt: exported},
+        shape,
+        int(cfg.latency_repeats),
+        static_batch=not cfg.dynamic_batch,
+    )
+    return {"latency_ms_per_image": table}
 
 
 def _manifest_base(cfg, run, data, pre, source: Path, state: dict | None) -> dict:
@@ -241,18 +277,25 @@ def format_report(manifest: dict, formats_written: Sequence[str]) -> str:
             f"top-1 agreement {report['top1_agreement']:.2f}% over {report['samples']} "
             f"{report['data']} images"
         )
-        for batch, key in ((1, "batch1"), (32, "batch32")):
-            eager = report["latency_ms_per_image"]["eager"][key]
-            other = report["latency_ms_per_image"][fmt][key]
-            if other is None:
-                lines.append(
-                    f"  batch {batch}: eager {eager:.3f} ms/image, {fmt} n/a (fixed batch)"
-                )
-            else:
-                lines.append(
-                    f"  batch {batch}: eager {eager:.3f} ms/image, {fmt} {other:.3f} ms/image "
-                    f"({eager / other:.2f}x)"
-                )
+        latency = report.get("latency_ms_per_image")
+        if latency is None:
+            lines.append("  latency not measured (latency=false)")
+        else:
+            lines += _latency_lines(fmt, latency)
         if entry["status"] == "failed":
             lines.append(f"  FAILED: {entry['failure']}")
     return "\n".join(lines)
+
+
+def _latency_lines(fmt: str, latency: dict) -> list[str]:
+    lines = []
+    for batch, key in ((1, "batch1"), (32, "batch32")):
+        eager, other = latency["eager"][key], latency[fmt][key]
+        if other is None:
+            lines.append(f"  batch {batch}: eager {eager:.3f} ms/image, {fmt} n/a (fixed batch)")
+        else:
+            lines.append(
+                f"  batch {batch}: eager {eager:.3f} ms/image, {fmt} {other:.3f} ms/image "
+                f"({eager / other:.2f}x)"
+            )
+    return lines

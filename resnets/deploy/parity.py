@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -30,8 +30,17 @@ def parity_inputs(
     return torch.cat(images)[:samples]
 
 
-def batched(fn: Logits, x: torch.Tensor, batch: int) -> torch.Tensor:
-    return torch.cat([fn(part) for part in x.split(batch)])
+def batched(
+    fn: Logits, x: torch.Tensor, batch: int, progress: Callable[[int], None] | None = None
+) -> torch.Tensor:
+    """`fn` over `x` in chunks of `batch`; `progress(images done)` after each chunk."""
+    outputs, done = [], 0
+    for part in x.split(batch):
+        outputs.append(fn(part))
+        done += len(part)
+        if progress is not None:
+            progress(done)
+    return torch.cat(outputs)
 
 
 def compare(
@@ -41,10 +50,12 @@ def compare(
     *,
     batch: int,
     tolerance: float,
+    progress: Callable[[int], None] | None = None,
 ) -> dict:
-    """Max abs logit difference and top-1 agreement over `inputs`, in chunks of `batch`."""
+    """Max abs logit difference and top-1 agreement over `inputs`, in chunks of `batch`;
+    `progress(images done)` as the exported runtime goes through them."""
     reference = batched(eager, inputs, batch).float()
-    candidate = batched(exported, inputs, batch).float()
+    candidate = batched(exported, inputs, batch, progress).float()
     if candidate.shape != reference.shape:
         return {
             "samples": len(inputs),

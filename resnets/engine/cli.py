@@ -12,9 +12,10 @@ from omegaconf import DictConfig
 from ..config import ConfigError
 from ..data import DataError
 from ..models import ModelError
+from ..refused_run import check_before_start, discard_fresh_run_dir
 from . import distributed as D
 from .checkpoint import CheckpointError
-from .evaluation import check_eval_precision, evaluate_run, format_table
+from .continue_hint import in_sweep
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (CheckpointError, ConfigError, DataError, ModelError)
@@ -35,13 +36,14 @@ def run_train(cfg: DictConfig) -> float | None:
     overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # a job's failure is recorded in its run directory and the sweep goes on
-        return run_job(
-            cfg,
-            functools.partial(train, output_dir=output_dir, overrides=overrides),
-            output_dir,
-            overrides,
-            raise_on_failure=hydra_cfg.runtime.choices.get("hydra/sweeper") != "basic",
-        )
+        with in_sweep(hydra_cfg.sweep.dir):  # Ctrl-C's advice: the -m command, this sweep dir
+            return run_job(
+                cfg,
+                functools.partial(train, output_dir=output_dir, overrides=overrides),
+                output_dir,
+                overrides,
+                raise_on_failure=hydra_cfg.runtime.choices.get("hydra/sweeper") != "basic",
+            )
     try:
         for group in SEARCH_GROUPS:
             if hydra_cfg.runtime.choices.get(group):
@@ -50,16 +52,20 @@ def run_train(cfg: DictConfig) -> float | None:
                     f"{group}={choice} is a sweep and needs -m: python train.py -m {group}={choice} "
                     "(without -m it would train once with the defaults)"
                 )
+        check_before_start(cfg)
         return train(cfg, output_dir, overrides)
     except (*USER_ERRORS, NonFiniteLossError) as err:
         # bad input or a diverged run: one line naming the field or file, no traceback
         print(f"error: {err}", file=sys.stderr)
+        discard_fresh_run_dir(output_dir)  # a refused run leaves no folder (a diverged one does)
         sys.exit(2)
 
 
 def run_evaluate(cfg: DictConfig) -> float | None:
     """Returns top-1 (checkpoint/weights mode) or the best top-1 of the sweep."""
     from hydra.core.hydra_config import HydraConfig
+
+    from .evaluation import check_eval_precision, evaluate_run, format_table
 
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
@@ -72,6 +78,7 @@ def run_evaluate(cfg: DictConfig) -> float | None:
     except USER_ERRORS as err:
         # one line, no traceback: the message names the file or field and what is wrong
         print(f"error: {err}", file=sys.stderr)
+        discard_fresh_run_dir(root)
         sys.exit(2)
     finally:
         D.cleanup()  # under torchrun: destroy the process group
@@ -81,6 +88,7 @@ def run_evaluate(cfg: DictConfig) -> float | None:
 
 def _sweep_leaderboard(cfg: DictConfig, overrides: list[str], root: Path) -> float | None:
     """sweep=DIR: leaderboard.md/.csv and plots in DIR; unreadable runs are listed, not fatal."""
+    from .evaluation import evaluate_run
     from .leaderboard import sweep_leaderboard
     from .sweep_weights import forced_weights
 

@@ -26,7 +26,6 @@ from . import distributed as D
 from .checkpoint import CheckpointError
 from .logging import TensorBoard
 from .metrics import classification_report
-from .plots import confusion_figure, reliability_diagram
 from .steps import collect_logits
 
 log = logging.getLogger(__name__)
@@ -280,6 +279,9 @@ def _write_report(
     torch.save(matrix, out / "confusion_matrix.pt")
     pngs = []
     if plots:
+        # matplotlib is imported where it draws: train.py's start does not pay for it
+        from .plots import confusion_figure, reliability_diagram
+
         reliability_diagram(metrics["reliability"], metrics["ece"], out / "reliability.png")
         confusion_figure(matrix, class_names, out / "confusion_matrix.png")
         pngs = ["reliability.png", "confusion_matrix.png"]

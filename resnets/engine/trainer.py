@@ -46,6 +46,7 @@ from .checkpoint import (
     save_checkpoint,
     set_aside_previous,
 )
+from .continue_hint import continue_command
 from .ema import EMA
 from .hparams import result_hparams
 from .logging import TensorBoard, log_file, progress, silence_file_logs
@@ -891,6 +892,5 @@ def stop_message(signum: int, step: int, out: Path) -> str:
         name = f"signal {signum}"
     what = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else f"{name} (signal {signum})"
     return (
-        f"stopped by {what} at step {step}; last.pt written. To continue, run the same command "
-        f"with hydra.run.dir={out}"
+        f"stopped by {what} at step {step}; last.pt written. To continue, {continue_command(out)}"
     )

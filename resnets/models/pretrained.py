@@ -199,26 +199,31 @@ def timm_cache_path(tag: str) -> Path:
 
 
 def _load_timm(tag: str, field: str, spec: str) -> Weights:
+    from .timm_hub import missing_and_unreachable
+
     timm = _timm()
     cfg = timm.models.get_pretrained_cfg(tag)
     path = timm_cache_path(tag)
-    try:
-        # timm's own pretrained loading (its hub download and cache), into timm's own network
-        state = timm.create_model(tag, pretrained=True).state_dict()
-    except Exception as err:
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        if path.parent.parent.name == "snapshots":
-            where = (
-                f"place it at {path} and write the word main into "
-                f"{path.parent.parent.parent / 'refs' / 'main'}"
-            )
-        else:
-            where = f"download {cfg.url} and place it at {path}"
-        raise PretrainedError(
-            f"{field}={spec!r}: timm weights {path.name} of {tag} are not in the cache and could "
-            f"not be downloaded ({reason}); {where}"
-        ) from err
-    return Weights(state, f"timm:{tag}", _timm_preprocessing(cfg))
+    # absent from the cache with the Hub out of reach: stop now, not after timm's minute of retries
+    reason = missing_and_unreachable(cfg)
+    if reason is None:
+        try:
+            # timm's own pretrained loading (its hub download and cache), into timm's own network
+            state = timm.create_model(tag, pretrained=True).state_dict()
+            return Weights(state, f"timm:{tag}", _timm_preprocessing(cfg))
+        except Exception as err:
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    if path.parent.parent.name == "snapshots":
+        where = (
+            f"place it at {path} and write the word main into "
+            f"{path.parent.parent.parent / 'refs' / 'main'}"
+        )
+    else:
+        where = f"download {cfg.url} and place it at {path}"
+    raise PretrainedError(
+        f"{field}={spec!r}: timm weights {path.name} of {tag} are not in the cache and could "
+        f"not be downloaded ({reason}); {where}"
+    )
 
 
 # ----------------------------------------------------------------------------- files

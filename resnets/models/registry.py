@@ -14,7 +14,7 @@ from ..renamed import RENAMED_MODEL_FIELDS
 from . import pretrained as P
 from .attention_net import ResidualAttentionNet
 from .errors import ModelError, RenamedFieldError
-from .resnet import ResNet
+from .resnet import ResNet, stage_layout
 
 log = logging.getLogger(__name__)
 # config fields that say how to initialise and train the network, not what it is
@@ -202,6 +202,23 @@ def build_model_from_config(
     if freeze:
         _freeze(model, name, list(freeze))
     return model
+
+
+def check_model_fields(model_cfg: Mapping[str, Any]) -> None:
+    """The field checks of `build_model_from_config` (name, known fields, depth/block/layers)
+    without building anything: cheap enough to refuse a run before it logs or writes a line."""
+    name = str(model_cfg["name"])
+    skip = ("name", *FINETUNE_FIELDS, "in_chans", "image_size")
+    fields = {k: v for k, v in dict(model_cfg).items() if k not in skip and v is not None}
+    if name in ATTENTION_PRESETS:
+        _check_known(fields, _ATTENTION_FIELDS)
+        return
+    _check_name(name)
+    args = {**PRESETS[name], **fields}
+    if "layers" in fields:
+        args.pop("depth", None)
+    _check_known(args, _resnet_fields())
+    stage_layout(args.get("depth"), args.get("block"), args.get("layers"))
 
 
 def _resnet_fields() -> set[str]:
