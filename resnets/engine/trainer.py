@@ -199,11 +199,8 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer,
             self.cfg.sched,
-            steps_per_epoch=self.layout["steps_per_epoch"],
-            epochs=self.cfg.trainer.epochs,
             lr=self.optim_cfg.lr,
-            total_steps=int(self.layout["total_steps"]),
-            origin=float(self.layout["origin"]),
+            layout=self.layout,
             start_step=self.step,
         )
 
@@ -302,24 +299,11 @@ class Trainer:
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         self._restore_rng(state)
-        changes = R.setting_changes(old_settings, self.settings) if old_settings else []
-        if old_settings and not changes:
-            self.layout = dict(state["schedule"])  # the same run: the same schedule
-        else:
-            self.layout = R.relaid_layout(
-                self.settings, epoch=self.epoch, samples_in_epoch=samples, step=self.step
-            )
-            log.warning(
-                "resuming with other settings (%s): continuing epoch %d from sample %d of %d; "
-                "schedule laid out again for %d steps in all (%d per epoch) from step %d",
-                ", ".join(changes) or f"format {state['format_version']} checkpoint",
-                self.epoch + 1,
-                samples,
-                self.settings["train_size"],
-                self.layout["total_steps"],
-                self.layout["steps_per_epoch"],
-                self.step,
-            )
+        self.layout, notes = R.resumed_layout(
+            state, self.settings, epoch=self.epoch, samples=samples, step=self.step
+        )
+        for note in notes:
+            log.warning(note)
         changed = R.config_changes(state["config"], self.cfg, ("optim", "sched"))
         if changed:
             log.warning("%s: in effect from step %d", ", ".join(changed), self.step)
