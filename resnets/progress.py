@@ -47,10 +47,11 @@ class Timeline:
         return self.plan.batch_size * self.plan.parts
 
     def at(self, k: int) -> Fraction:
-        """Progress at the start of optimizer step `k` (k >= the anchor's step)."""
+        """Progress at the start of optimizer step `k`; the anchor's for steps before it (a
+        scheduler is built at step 0 and then put at the anchor)."""
         steps = self.plan.steps()
         left = self.plan.steps(self.samples)  # steps left in the anchor's epoch
-        i = k - self.step
+        i = max(k - self.step, 0)
         if i < left:  # the rest of the anchor's epoch runs from its progress to the epoch's end
             rest = steps * self.per_step - self.samples
             share = Fraction(i * self.per_step, rest)
@@ -61,7 +62,7 @@ class Timeline:
     def position(self, k: int) -> tuple[int, int]:
         """(epoch, images into it) at the start of step `k`: what the loader will hand it."""
         left = self.plan.steps(self.samples)
-        i = k - self.step
+        i = max(k - self.step, 0)
         if i < left:
             return self.epoch, self.samples + i * self.per_step
         epochs, j = divmod(i - left, self.plan.steps())
