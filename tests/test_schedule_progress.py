@@ -119,3 +119,34 @@ def test_raising_epochs_at_a_resume_stretches_the_rest_of_the_curve(tmp_path, ca
         progress = 0.3 + i / 10
         assert rate == pytest.approx(cosine(0.3 + (progress - 0.3) * 1.7 / 3.7), rel=1e-9)
     assert all(b < a for a, b in itertools.pairwise(resumed))
+
+
+@pytest.mark.parametrize(
+    ("stop_epoch", "epochs", "decay_epoch"), [(2, 8, 5), (1, 7, 5), (2, 3, 2.5)]
+)
+def test_a_milestone_still_ahead_moves_with_the_stretch(stop_epoch, epochs, decay_epoch) -> None:
+    """multistep, milestone at epoch 3 of 4, 10 steps an epoch: stopped at `stop_epoch` and
+    resumed with `epochs`, the decay falls where the stretch puts epoch 3:
+    stop + (3 - stop) x (epochs - stop) / (4 - stop)."""
+    from resnets.engine import resume as R
+
+    settings = {"train_size": 10, "batch_size": 1, "accumulate": 1, "world_size": 1}
+    settings |= {"drop_last": True, "epochs": 4, "seed": 0, "repeated_aug": 1}
+    state = {"schedule": R.fresh_layout(settings), "settings": settings, "config": "{}"}
+    step = 10 * stop_epoch
+    layout, notes = R.resumed_layout(
+        state, {**settings, "epochs": epochs}, epoch=stop_epoch, samples=0, step=step
+    )
+    assert f"trainer.epochs 4 -> {epochs} at epoch {stop_epoch}" in notes[-1]
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    cfg = OmegaConf.structured(SchedConfig(name="multistep", milestones=[3], gamma=0.1))
+    scheduler = build_scheduler(opt, cfg, lr=1.0, layout=layout, start_step=step)
+    rates = []
+    for _ in range(step, 10 * epochs):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    first_decayed = step + next(i for i, r in enumerate(rates) if r < 0.5)
+    assert first_decayed == round(10 * decay_epoch)
+    assert rates[0] == 1.0 and rates[-1] == pytest.approx(0.1)
