@@ -302,3 +302,46 @@ def test_resumed_rates_follow_the_images_seen(sched, before, after, images, epoc
         for rate, (e, _) in zip(resumed, where_b, strict=False):
             if e >= warm:
                 assert rate == pytest.approx(0.1 ** sum(p <= e for p in points), rel=1e-12)
+
+
+@settings(QUICK, max_examples=15)
+@given(
+    sched=schedule,
+    before=cutting,
+    after=cutting,
+    images=st.integers(8, 120),
+    epochs=st.integers(1, 4),
+    new_epochs=st.integers(1, 6),
+    stop=st.floats(0.0, 1.0, exclude_max=True),
+)
+def test_another_number_of_epochs_at_a_resume_goes_on_and_ends_where_the_curve_ends(
+    sched, before, after, images, epochs, new_epochs, stop
+) -> None:
+    """Resumed with other epochs (and other batching): the first step goes on at the rate the
+    uninterrupted run would have used next, and the rate after the last step is the curve's
+    end (cosine's min_lr, one-cycle's floor, the last decay), as in the uninterrupted run."""
+    from resnets.engine import resume as R
+
+    assume(new_epochs != epochs)
+    old = {"train_size": images, "epochs": epochs, **before}
+    new = {"train_size": images, "epochs": new_epochs, **after}
+    per_a = before["batch_size"] * before["accumulate"] * before["world_size"]
+    starts_a = step_starts(images, per_a, per_a // before["batch_size"], before["drop_last"])
+    per_b = after["batch_size"] * after["accumulate"] * after["world_size"]
+    starts_b = step_starts(images, per_b, per_b // after["batch_size"], after["drop_last"])
+    assume(starts_a and starts_b)
+    where_a = [(e, s) for e in range(epochs) for s in starts_a]
+    layout_a = R.fresh_layout(old)
+    straight = rates_from(layout_a, sched, 0, len(where_a))
+    k = 1 + int(stop * (len(where_a) - 1))
+    epoch, image = where_a[k] if k < len(where_a) else (epochs, 0)
+    assume(epoch < new_epochs)  # something left to train
+    state = {"schedule": layout_a, "settings": old, "config": "{}"}
+    layout_b, notes = R.resumed_layout(state, new, epoch=epoch, samples=image, step=k)
+    assert f"trainer.epochs {epochs} -> {new_epochs} at epoch " in notes[-1]
+    steps = layout_b["total_steps"] - k
+    resumed = rates_from(layout_b, sched, k, steps)
+    first = step_starts(images, per_b, per_b // after["batch_size"], after["drop_last"], image)
+    if first and first[0] == image:
+        assert resumed[0] == pytest.approx(straight[k], rel=1e-12)
+    assert resumed[-1] == pytest.approx(straight[-1], rel=1e-9, abs=1e-15)
