@@ -188,7 +188,7 @@ def build_scheduler(
     continues the same curve. The scheduler is put at `start_step`.
     """
     if layout is None:
-        layout = fresh_layout(int(steps_per_epoch), int(epochs))
+        layout = _steps_layout(int(steps_per_epoch), int(epochs))
     name = cfg["name"]
     if name not in SCHEDULERS:
         raise ConfigError(f"sched.name={name!r} is not valid; accepted: {', '.join(SCHEDULERS)}")
@@ -212,7 +212,7 @@ def build_scheduler(
     return scheduler
 
 
-def fresh_layout(steps_per_epoch: int, epochs: int) -> dict[str, Any]:
+def _steps_layout(steps_per_epoch: int, epochs: int) -> dict[str, Any]:
     """The layout of a run of `epochs` epochs of `steps_per_epoch` steps, for callers that
     know no more (one image a step)."""
     plan = EpochPlan(steps_per_epoch, batch_size=1)

@@ -52,6 +52,8 @@ class Timeline:
         steps = self.plan.steps()
         left = self.plan.steps(self.samples)  # steps left in the anchor's epoch
         i = max(k - self.step, 0)
+        if steps == 0:  # an epoch too small for one step: no progress to make
+            return self.progress
         if i < left:  # the rest of the anchor's epoch runs from its progress to the epoch's end
             rest = steps * self.per_step - self.samples
             share = Fraction(i * self.per_step, rest)
