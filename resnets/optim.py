@@ -1,4 +1,5 @@
-"""Optimizer and per-iteration learning-rate schedule factories."""
+"""Optimizer and learning-rate schedule factories; schedules follow training progress in images
+(resnets.progress), stepped once per optimizer step."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from torch import nn
 from torch.optim import lr_scheduler
 
 from .config import ConfigError
+from .data.plan import EpochPlan
+from .progress import stretch_of, timeline_of
 
 
 def param_groups(
@@ -99,12 +102,14 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Opt
 
 @dataclass(frozen=True)
 class SchedulePlan:
-    """What a schedule factory needs besides the optimizer and the `sched` config."""
+    """What a schedule factory needs besides the optimizer and the `sched` config. A schedule is
+    a curve over `total` curve steps: `steps_per_epoch` of them an epoch (the steps per epoch
+    of the run that laid it out), so epoch-valued settings are curve positions."""
 
     lr: float  # the base (backbone) learning rate
-    total: int  # optimizer steps the schedule spans
+    total: int  # curve steps the schedule spans
     steps_per_epoch: float
-    origin: float  # the step where epoch 0 of the config's epochs sits
+    origin: float = 0.0  # the curve step where epoch 0 sits
 
     def to_step(self, epochs: float) -> int:
         return round(self.origin + epochs * self.steps_per_epoch)
@@ -113,43 +118,131 @@ class SchedulePlan:
         return min(max(self.to_step(cfg.get("warmup_epochs", 0)), 0), self.total - 1)
 
 
+@dataclass(frozen=True)
+class Curve:
+    """A schedule: each group's learning rate at a curve position (a float number of curve
+    steps), and for one-cycle each group's momentum (SGD) or beta1 (Adam-like) there."""
+
+    rates: Callable[[float], list[float]]
+    momenta: Callable[[float], list[float]] | None = None
+
+
+class ProgressLR(lr_scheduler.LRScheduler):
+    """The learning rate of optimizer step k is the curve's at the training progress of step k
+    (resnets.progress): the rate follows the images seen, whatever cuts them into steps.
+    `last_epoch` counts optimizer steps, as torch's schedulers do."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        curve: Curve,
+        position: Callable[[int], float],
+        progress: Callable[[int], float],
+        total_steps: int,
+    ) -> None:
+        self.curve, self.position, self.progress = curve, position, progress
+        self.total_steps = total_steps  # the steps the loop takes to its last epoch
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        at = self.position(self.last_epoch)
+        if self.curve.momenta is not None:
+            for group, momentum in zip(
+                self.optimizer.param_groups, self.curve.momenta(at), strict=True
+            ):
+                if "betas" in group:
+                    group["betas"] = (momentum, *group["betas"][1:])
+                elif "momentum" in group:
+                    group["momentum"] = momentum
+        return self.curve.rates(at)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values only (checkpoints load with weights_only=True), and the progress in
+        epochs at the current step."""
+        skip = ("optimizer", "curve", "position", "progress")
+        state = {k: v for k, v in self.__dict__.items() if k not in skip}
+        state["epochs_progress"] = float(self.progress(self.last_epoch))
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.__dict__.update({k: v for k, v in state_dict.items() if k != "epochs_progress"})
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     cfg: Mapping[str, Any],
     *,
-    steps_per_epoch: float,
-    epochs: int,
     lr: float,
-    total_steps: int | None = None,
-    origin: float = 0.0,
+    steps_per_epoch: int | None = None,
+    epochs: int | None = None,
+    layout: Mapping[str, Any] | None = None,
     start_step: int = 0,
 ) -> lr_scheduler.LRScheduler:
-    """A schedule stepped once per optimizer step, over `total_steps` steps (default
-    `steps_per_epoch x epochs`); epochs in the config become step `origin + epochs x steps_per_epoch`.
+    """A schedule stepped once per optimizer step, as a function of training progress.
 
-    Every schedule is a closed form of the step number (a LambdaLR, or torch's OneCycleLR, which
-    is one), so it can be laid out again at any step: a resumed run with other settings builds the
-    schedule for its new total and starts it at `start_step`, where this run stands.
+    `layout` (resnets.engine.resume: fresh_layout / resumed_layout) says how steps map to
+    progress and where the curve lies; without it, a fresh run of `epochs` epochs of
+    `steps_per_epoch` steps. The curve is drawn in the steps of the run that laid it out (epoch
+    settings such as warm-up and milestones round to those steps); any run evaluates it at its
+    own progress, so a resume with another batch size, accumulation, world size or drop_last
+    continues the same curve. The scheduler is put at `start_step`.
     """
-    total = max(1, total_steps if total_steps is not None else round(steps_per_epoch * epochs))
+    if layout is None:
+        layout = _steps_layout(int(steps_per_epoch), int(epochs))
     name = cfg["name"]
     if name not in SCHEDULERS:
         raise ConfigError(f"sched.name={name!r} is not valid; accepted: {', '.join(SCHEDULERS)}")
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
-    plan = SchedulePlan(lr=lr, total=total, steps_per_epoch=steps_per_epoch, origin=origin)
-    scheduler = SCHEDULERS[name](optimizer, cfg, plan)
+    curve_cfg = layout["curve"]
+    per_epoch = int(curve_cfg["steps_per_epoch"])
+    total = max(1, per_epoch * int(curve_cfg["epochs"]))
+    plan = SchedulePlan(lr=lr, total=total, steps_per_epoch=per_epoch)
+    curve = SCHEDULERS[name](optimizer, cfg, plan)
+    timeline, stretch = timeline_of(layout), stretch_of(layout)
+
+    def position(k: int) -> float:  # exact until here: whole curve steps stay whole
+        return float(stretch(timeline.at(k)) * per_epoch)
+
+    scheduler = ProgressLR(
+        optimizer, curve, position, timeline.at, int(layout.get("total_steps", total))
+    )
     if start_step:
         seek(scheduler, start_step)
     return scheduler
 
 
-ScheduleFactory = Callable[
-    [torch.optim.Optimizer, Mapping[str, Any], SchedulePlan], lr_scheduler.LRScheduler
-]
-# A decay: (sched config, plan, warm-up steps) -> the multiplier of each group's rate at step j
-# after the warm-up.
-Decay = Callable[[Mapping[str, Any], SchedulePlan, int], Callable[[int], float]]
+def _steps_layout(steps_per_epoch: int, epochs: int) -> dict[str, Any]:
+    """The layout of a run of `epochs` epochs of `steps_per_epoch` steps, for callers that
+    know no more (one image a step)."""
+    plan = EpochPlan(steps_per_epoch, batch_size=1)
+    return layout_for(plan, epochs)
+
+
+def layout_for(plan: EpochPlan, epochs: int) -> dict[str, Any]:
+    """A new run's layout: its steps from epoch 0, its curve over `epochs` epochs of its
+    steps. Plain values: it is stored in checkpoints."""
+    spe = plan.steps()
+    return {
+        "version": 2,
+        "steps_per_epoch": spe,
+        "total_steps": spe * epochs,
+        "plan": dict(vars(plan)),
+        "anchor": {"step": 0, "epoch": 0, "samples": 0, "progress": [0, 1]},
+        "curve": {
+            "epochs": epochs,
+            "steps_per_epoch": spe,
+            "to": epochs,
+            "from": [0, 1],
+            "curve_from": [0, 1],
+        },
+    }
+
+
+ScheduleFactory = Callable[[torch.optim.Optimizer, Mapping[str, Any], SchedulePlan], Curve]
+# A decay: (sched config, plan, warm-up steps) -> the multiplier of each group's rate at curve
+# step j after the warm-up.
+Decay = Callable[[Mapping[str, Any], SchedulePlan, int], Callable[[float], float]]
 
 
 def _cosine(cfg: Mapping[str, Any], plan: SchedulePlan, warmup: int) -> Callable[[int], float]:
@@ -188,44 +281,69 @@ WARMUPS: dict[str, Callable[[float, int, int], float]] = {
 
 
 def _with_warmup(decay: Decay) -> ScheduleFactory:
-    """A LambdaLR: the warm-up (linear from lr x start factor, or held there as in He et al.
-    2016), then `decay`."""
+    """Each group's rate times a factor: the warm-up (linear from lr x start factor, or held
+    there as in He et al. 2016), then `decay`."""
 
     def build(
         optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], plan: SchedulePlan
-    ) -> lr_scheduler.LRScheduler:
+    ) -> Curve:
         warmup = plan.warmup(cfg)
         main = decay(cfg, plan, warmup)
         start = cfg.get("warmup_start_factor", 0.1)
         rise = WARMUPS[cfg.get("warmup_method", "linear")]
+        base = [g["initial_lr"] for g in optimizer.param_groups]
 
-        def factor(k: int) -> float:
-            return rise(start, k, warmup) if k < warmup else main(k - warmup)
+        def rates(u: float) -> list[float]:
+            factor = rise(start, u, warmup) if u < warmup else main(u - warmup)
+            return [lr * factor for lr in base]  # LambdaLR's product, bit for bit
 
-        return lr_scheduler.LambdaLR(optimizer, [factor] * len(optimizer.param_groups))
+        return Curve(rates)
 
     return build
 
 
 def _one_cycle(
     optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], plan: SchedulePlan
-) -> lr_scheduler.LRScheduler:
+) -> Curve:
+    """torch's OneCycleLR (cosine annealing, momentum cycled 0.95 -> 0.85 -> 0.95) in closed
+    form, the same expressions at whole curve steps, so it can be read at any position."""
     total = plan.total
     if total < 4:  # too short for two phases: hold the peak rate (and any warm-up)
         return _with_warmup(_constant)(optimizer, cfg, plan)
-    return lr_scheduler.OneCycleLR(  # has its own warm-up phase
-        optimizer,
-        # per group, so the head keeps its multiple of the backbone's rate
-        max_lr=[plan.lr * g.get("lr_mult", 1.0) for g in optimizer.param_groups],
-        total_steps=total,
-        # each phase needs at least one step, or OneCycleLR divides by zero
-        pct_start=min(max(cfg["pct_start"], 2 / total), 1 - 2 / total),
-        div_factor=cfg["div_factor"],
-        final_div_factor=cfg["final_div_factor"],
-    )
+    # each phase needs at least one step, as OneCycleLR needs
+    pct = min(max(cfg["pct_start"], 2 / total), 1 - 2 / total)
+    peak, end = float(pct * total) - 1, total - 1
+    # per group, so the head keeps its multiple of the backbone's rate
+    peaks = [plan.lr * g.get("lr_mult", 1.0) for g in optimizer.param_groups]
+    starts = [p / cfg["div_factor"] for p in peaks]
+    floors = [s / cfg["final_div_factor"] for s in starts]
+
+    def phase(u: float) -> tuple[bool, float]:
+        u = min(u, total)
+        return (True, u / peak) if u <= peak else (False, (u - peak) / (end - peak))
+
+    def rates(u: float) -> list[float]:
+        rising, pct = phase(u)
+        return [
+            _anneal(s, p, pct) if rising else _anneal(p, f, pct)
+            for s, p, f in zip(starts, peaks, floors, strict=True)
+        ]
+
+    def momenta(u: float) -> list[float]:
+        rising, pct = phase(u)
+        value = _anneal(0.95, 0.85, pct) if rising else _anneal(0.85, 0.95, pct)
+        return [value] * len(peaks)
+
+    return Curve(rates, momenta)
 
 
-# sched.name -> factory(optimizer, sched config, plan). The one list of schedules: config
+def _anneal(start: float, end: float, pct: float) -> float:
+    """OneCycleLR's cosine annealing from `start` to `end` as pct goes from 0 to 1."""
+    cos_out = math.cos(math.pi * pct) + 1
+    return end + (start - end) / 2.0 * cos_out
+
+
+# sched.name -> factory(optimizer, sched config, plan) -> Curve. The one list of schedules: config
 # validation, the error messages and build_scheduler all read it.
 SCHEDULERS: dict[str, ScheduleFactory] = {
     "cosine": _with_warmup(_cosine),

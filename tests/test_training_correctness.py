@@ -174,8 +174,8 @@ def test_resume_with_another_batch_size_continues_from_the_same_sample(tmp_path,
     assert state["step"] == 4 and state["samples_in_epoch"] == 20  # 12 + one batch of 8
     assert (
         "resuming with other settings (trainer.batch_size 4 -> 8): continuing epoch 1 from "
-        "sample 12 of 40; schedule laid out again for 11 steps in all (5 per epoch) from step 3"
-        in caplog.text
+        "sample 12 of 40 at step 3; the learning rate continues from epoch 0.3 of progress "
+        "(5 steps per epoch now, 11 in all)" in caplog.text
     )
     run(tmp_path, "trainer.epochs=2", "trainer.batch_size=8")
     state = last(tmp_path)

@@ -3,6 +3,9 @@ the steps the loop takes, and a run stopped anywhere and resumed equals one that
 
 from __future__ import annotations
 
+import bisect
+import itertools
+
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
@@ -170,3 +173,175 @@ def test_stop_then_resume_with_loader_workers_equals_an_uninterrupted_run(
         "trainer.mixup_alpha=0.3",
     ]
     stop_then_resume(tmp_path_factory, args, stop_at)
+
+
+# ----------------------------------------------------------------------------- rates follow images
+def step_starts(n: int, per_step: int, parts: int, drop_last: bool, start: int = 0) -> list[int]:
+    """Where each step of an epoch starts, in images (independently of resnets.data.plan)."""
+    starts, at = [], start
+    while n - at >= per_step:
+        starts, at = [*starts, at], at + per_step
+    if not drop_last and n - at >= parts:
+        starts.append(at)  # the short step
+    return starts
+
+
+def rates_from(layout: dict, sched: dict, start_step: int, steps: int) -> list[float]:
+    """The rate of each optimizer step from `start_step` on, then the rate after the last."""
+    from omegaconf import OmegaConf
+
+    from resnets.config import SchedConfig
+    from resnets.optim import build_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9)
+    cfg = OmegaConf.merge(OmegaConf.structured(SchedConfig), sched)
+    scheduler = build_scheduler(opt, cfg, lr=1.0, layout=layout, start_step=start_step)
+    out = []
+    for _ in range(steps + 1):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    return out
+
+
+cutting = st.fixed_dictionaries(
+    {
+        "batch_size": st.integers(1, 40),
+        "accumulate": st.integers(1, 3),
+        "world_size": st.integers(1, 4),
+        "drop_last": st.booleans(),
+    }
+)
+schedule = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["cosine", "step", "multistep", "onecycle", "constant"]),
+        "warmup_method": st.sampled_from(["linear", "constant"]),
+        "warmup_epochs": st.sampled_from([0, 0.5, 1, 2]),
+        "step_size": st.sampled_from([1, 2]),
+        "milestones": st.sampled_from([[1], [1, 2], [2, 3]]),
+        "pct_start": st.sampled_from([0.25, 0.3]),
+        "min_lr": st.sampled_from([0.0, 0.01]),
+    }
+)
+
+
+@settings(QUICK, max_examples=25)
+@given(
+    sched=schedule,
+    before=cutting,
+    after=cutting,
+    images=st.integers(8, 160),
+    epochs=st.integers(1, 4),
+    stop=st.floats(0.0, 1.0, exclude_max=True),
+)
+def test_resumed_rates_follow_the_images_seen(sched, before, after, images, epochs, stop) -> None:
+    """Stop a run anywhere and resume it with another batch size, accumulation, number of
+    processes and drop_last: at every image the resumed rate lies within one step (of the larger
+    global batch) of the uninterrupted run's rate there, its first step has exactly the rate the
+    uninterrupted run would have used next, and step decays and milestones (whole epochs here)
+    fall in the same epochs. Plans and rates only: no training."""
+    from resnets.engine import resume as R
+
+    def settings_of(cut: dict) -> dict:
+        return {"train_size": images, "epochs": epochs, **cut}
+
+    old, new = settings_of(before), settings_of(after)
+    per = {
+        k: c["batch_size"] * c["accumulate"] * c["world_size"] for k, c in (("a", old), ("b", new))
+    }
+    parts = {k: c["accumulate"] * c["world_size"] for k, c in (("a", old), ("b", new))}
+    starts_a = step_starts(images, per["a"], parts["a"], old["drop_last"])
+    assume(starts_a and step_starts(images, per["b"], parts["b"], new["drop_last"]))
+    # the uninterrupted run: its steps' image positions (epoch, image) and rates
+    where_a = [(e, s) for e in range(epochs) for s in starts_a]
+    layout_a = R.fresh_layout(old)
+    straight = rates_from(layout_a, sched, 0, len(where_a))
+    k = 1 + int(stop * (len(where_a) - 1)) if len(where_a) > 1 else 1
+    epoch, image = where_a[k] if k < len(where_a) else (epochs, 0)
+    if k < len(where_a) and image == 0:
+        epoch, image = where_a[k]  # a stop after an epoch's last step: the next epoch, image 0
+    state = {"schedule": layout_a, "settings": old, "config": "{}"}
+    layout_b, _ = R.resumed_layout(state, new, epoch=epoch, samples=image, step=k)
+    where_b = []
+    if epoch < epochs:
+        where_b = [
+            (epoch, s) for s in step_starts(images, per["b"], parts["b"], new["drop_last"], image)
+        ]
+    where_b += [
+        (e, s)
+        for e in range(epoch + 1, epochs)
+        for s in step_starts(images, per["b"], parts["b"], new["drop_last"])
+    ]
+    assert layout_b["total_steps"] == k + len(where_b)
+    resumed = rates_from(layout_b, sched, k, len(where_b))
+    if where_b and where_b[0] == (epoch, image):
+        assert resumed[0] == straight[k]  # the very rate the uninterrupted run would use next
+    # the uninterrupted run's steps as global image indices, the end last
+    index_a = [e * images + s for e, s in where_a] + [epochs * images]
+    reach = max(per["a"], per["b"])
+    for rate, (e, s) in zip(resumed, where_b, strict=False):
+        x = e * images + s
+        # the uninterrupted steps whose images [y_j, y_j+1) come within `reach` of image x,
+        # and the step after them: the rates the curve passes through there
+        first = max(bisect.bisect_right(index_a, x - reach) - 1, 0)
+        near = straight[first : bisect.bisect_right(index_a, x + reach) + 1]
+        # where the curve turns (one-cycle's peak) finer steps may reach past the sampled
+        # rates, by at most one step's change
+        turns = near not in (sorted(near), sorted(near, reverse=True))
+        change = max(abs(a - b) for a, b in itertools.pairwise(near)) if turns else 0.0
+        assert min(near) - change - 1e-9 <= rate <= max(near) + change + 1e-9, (e, s, rate, near)
+        if s == 0:  # every epoch starts exactly where the uninterrupted run's does
+            assert rate == pytest.approx(straight[index_a.index(x)], rel=1e-12)
+    # step decays and milestones at whole epochs: the same factor in the same epochs
+    warm = sched["warmup_epochs"]
+    if sched["name"] in ("step", "multistep") and warm == int(warm):
+        if sched["name"] == "step":
+            points = [warm + m * sched["step_size"] for m in range(1, epochs + 1)]
+        else:
+            points = [max(m, warm) for m in sched["milestones"]]
+        for rate, (e, _) in zip(resumed, where_b, strict=False):
+            if e >= warm:
+                assert rate == pytest.approx(0.1 ** sum(p <= e for p in points), rel=1e-12)
+
+
+@settings(QUICK, max_examples=15)
+@given(
+    sched=schedule,
+    before=cutting,
+    after=cutting,
+    images=st.integers(8, 120),
+    epochs=st.integers(1, 4),
+    new_epochs=st.integers(1, 6),
+    stop=st.floats(0.0, 1.0, exclude_max=True),
+)
+def test_another_number_of_epochs_at_a_resume_goes_on_and_ends_where_the_curve_ends(
+    sched, before, after, images, epochs, new_epochs, stop
+) -> None:
+    """Resumed with other epochs (and other batching): the first step goes on at the rate the
+    uninterrupted run would have used next, and the rate after the last step is the curve's
+    end (cosine's min_lr, one-cycle's floor, the last decay), as in the uninterrupted run."""
+    from resnets.engine import resume as R
+
+    assume(new_epochs != epochs)
+    old = {"train_size": images, "epochs": epochs, **before}
+    new = {"train_size": images, "epochs": new_epochs, **after}
+    per_a = before["batch_size"] * before["accumulate"] * before["world_size"]
+    starts_a = step_starts(images, per_a, per_a // before["batch_size"], before["drop_last"])
+    per_b = after["batch_size"] * after["accumulate"] * after["world_size"]
+    starts_b = step_starts(images, per_b, per_b // after["batch_size"], after["drop_last"])
+    assume(starts_a and starts_b)
+    where_a = [(e, s) for e in range(epochs) for s in starts_a]
+    layout_a = R.fresh_layout(old)
+    straight = rates_from(layout_a, sched, 0, len(where_a))
+    k = 1 + int(stop * (len(where_a) - 1))
+    epoch, image = where_a[k] if k < len(where_a) else (epochs, 0)
+    assume(epoch < new_epochs)  # something left to train
+    state = {"schedule": layout_a, "settings": old, "config": "{}"}
+    layout_b, notes = R.resumed_layout(state, new, epoch=epoch, samples=image, step=k)
+    assert f"trainer.epochs {epochs} -> {new_epochs} at epoch " in notes[-1]
+    steps = layout_b["total_steps"] - k
+    resumed = rates_from(layout_b, sched, k, steps)
+    first = step_starts(images, per_b, per_b // after["batch_size"], after["drop_last"], image)
+    if first and first[0] == image:
+        assert resumed[0] == pytest.approx(straight[k], rel=1e-12)
+    assert resumed[-1] == pytest.approx(straight[-1], rel=1e-9, abs=1e-15)

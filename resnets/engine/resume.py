@@ -3,18 +3,22 @@
 A checkpoint keeps its place as (epoch, samples_in_epoch, step) and the settings that cut its
 epochs into steps. A run that resumes with the same settings continues the same schedule; one
 with another batch size, accumulation, world size, drop_last or number of epochs continues from
-the same sample and lays the schedule out again, for its new total, from the current step.
+the same sample, and its learning rate from the training progress reached (resnets.progress):
+the schedule follows images, not step counts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from ..data.plan import EpochPlan
+from ..optim import layout_for
+from ..progress import plan_of, stored, stretch_of, timeline_of
 from .checkpoint import CheckpointError
 
 # what cuts an epoch into optimizer steps, and how each is called on the command line
@@ -31,40 +35,98 @@ SETTINGS = {
 
 
 def steps_per_epoch(settings: Mapping[str, Any], start: int = 0) -> int:
-    plan = EpochPlan(
-        settings["train_size"],
-        batch_size=settings["batch_size"],
-        accumulate=settings["accumulate"],
-        world_size=settings["world_size"],
-        drop_last=settings["drop_last"],
-    )
-    return plan.steps(start)
+    return plan_of(settings).steps(start)
 
 
-def fresh_layout(settings: Mapping[str, Any]) -> dict[str, float]:
-    """A new run's schedule: `epochs` epochs of the steps the loop will take."""
-    spe = steps_per_epoch(settings)
-    return {"steps_per_epoch": spe, "total_steps": spe * settings["epochs"], "origin": 0.0}
+def fresh_layout(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A new run's schedule: progress from epoch 0 in this run's steps, its curve over
+    `epochs` epochs of them (resnets.optim.layout_for)."""
+    return layout_for(plan_of(settings), int(settings["epochs"]))
 
 
-def relaid_layout(
-    settings: Mapping[str, Any], *, epoch: int, samples_in_epoch: int, step: int
-) -> dict[str, float]:
-    """The schedule of a run continuing at (epoch, samples_in_epoch, step) with `settings`: its
-    total is the steps already taken plus the steps the loop will now take; epoch-valued
-    settings (warm-up, milestones) map to steps through the new steps per epoch, anchored so
-    that the current position falls on the current step."""
-    spe = steps_per_epoch(settings)
-    remaining = 0
-    if epoch < settings["epochs"]:
-        remaining = steps_per_epoch(settings, samples_in_epoch)
-        remaining += (settings["epochs"] - epoch - 1) * spe
-    progress = epoch + samples_in_epoch / settings["train_size"]
-    return {
-        "steps_per_epoch": spe,
-        "total_steps": step + remaining,
-        "origin": step - progress * spe,
+def resumed_layout(
+    state: Mapping[str, Any], settings: Mapping[str, Any], *, epoch: int, samples: int, step: int
+) -> tuple[dict[str, Any], list[str]]:
+    """The schedule of a run continuing from checkpoint `state` at (epoch, samples, step) with
+    `settings`, and what to log about it. With the checkpoint's settings it is the stored
+    layout; with others, the rate continues from the progress the run had reached (progress
+    is images, not steps), and a changed number of epochs spreads what is left of the curve
+    over what is left of the run."""
+    old = state.get("schedule") or {}
+    old_settings = state.get("settings") or {}
+    changes = setting_changes(old_settings, settings) if old_settings else []
+    if old.get("version") == 2 and old_settings and not changes:
+        return dict(old), []  # the same run: the same schedule
+    progress, curve, notes = _reached(state, old, old_settings, epoch, samples, step)
+    if curve["to"] != settings["epochs"]:
+        reached = stretch_of({"curve": curve})(progress)
+        notes.append(
+            f"trainer.epochs {curve['to']} -> {settings['epochs']} at epoch {float(progress):.4g}: "
+            f"the rest of the schedule (its epochs {float(reached):.4g} to {curve['epochs']}) "
+            f"is spread over epochs {float(progress):.4g} to {settings['epochs']}"
+        )
+        if reached >= curve["epochs"]:
+            notes[-1] += "; the schedule had ended there, so the rate stays at its final value"
+        curve = {**curve, "to": settings["epochs"], "from": stored(progress)}
+        curve["curve_from"] = stored(reached)
+    layout = fresh_layout(settings)
+    layout["anchor"] = {
+        "step": step,
+        "epoch": epoch,
+        "samples": samples,
+        "progress": stored(progress),
     }
+    layout["curve"] = curve
+    layout["total_steps"] = step + _remaining(settings, epoch, samples)
+    why = f"with other settings ({', '.join(changes)})" if changes else "from an older checkpoint"
+    notes.insert(
+        0,
+        f"resuming {why}: continuing epoch {epoch + 1} from sample {samples} of {settings['train_size']} at "
+        f"step {step}; the learning rate continues from epoch {float(progress):.4g} of progress "
+        f"({layout['steps_per_epoch']} steps per epoch now, {layout['total_steps']} in all)",
+    )
+    return layout, notes
+
+
+def _remaining(settings: Mapping[str, Any], epoch: int, samples: int) -> int:
+    """The steps the loop takes from (epoch, samples) to the end of the last epoch."""
+    if epoch >= settings["epochs"]:
+        return 0
+    return steps_per_epoch(settings, samples) + (settings["epochs"] - epoch - 1) * steps_per_epoch(
+        settings
+    )
+
+
+def _reached(
+    state: Mapping[str, Any],
+    old: Mapping[str, Any],
+    old_settings: Mapping[str, Any],
+    epoch: int,
+    samples: int,
+    step: int,
+) -> tuple[Fraction, dict[str, Any], list[str]]:
+    """The progress the checkpoint's run had reached at `step`, and its curve. A checkpoint
+    written before schedules followed progress (no layout version 2) is read as the curve of a
+    fresh run with its settings, at its place in its epoch."""
+    if old.get("version") == 2:
+        return timeline_of(old).at(step), dict(old["curve"]), []
+    cfg = OmegaConf.create(state.get("config") or "{}")
+    epochs = int(old_settings.get("epochs") or OmegaConf.select(cfg, "trainer.epochs", default=1))
+    if old_settings:
+        plan = plan_of(old_settings)
+        per_epoch, span = plan.steps(), plan.steps() * plan.batch_size * plan.parts
+    else:  # format 1: no settings recorded
+        per_epoch = int(old.get("steps_per_epoch") or 1)
+        span = 0
+    progress = epoch + (Fraction(samples, span) if span else Fraction(0))
+    curve = layout_for(EpochPlan(per_epoch, batch_size=1), epochs)["curve"]
+    notes = []
+    if old.get("origin"):
+        notes.append(
+            "the checkpoint's schedule had been laid out again in steps by an earlier resume: "
+            "the rate now follows the curve of its first settings at the progress reached"
+        )
+    return min(progress, Fraction(epoch + 1)), curve, notes
 
 
 def check_resumable(

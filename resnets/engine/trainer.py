@@ -35,6 +35,7 @@ from ..optim import build_optimizer, build_scheduler, learning_rates
 from ..runtime import PRECISIONS, apply_device_defaults, check_channels_last, check_runtime
 from . import distributed as D
 from . import resume as R
+from .best import default_best_by, resume_best
 from .checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -184,7 +185,7 @@ class Trainer:
         self.epoch, self.step, self.samples_in_epoch = 0, 0, 0
         self.best, self.best_epoch, self.val_pending = -1.0, -1, False
         # whose validation top-1 picks best.pt; the EMA's when there is one, unless told otherwise
-        self.best_by = t.best_by or ("ema" if self.ema is not None else "raw")
+        self.best_by = default_best_by(t.best_by, self.ema is not None)
         self.train_time, self.images_seen = 0.0, 0  # over the whole run, resumes included
         self._build_schedule()  # a resume lays it out again
 
@@ -200,11 +201,8 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer,
             self.cfg.sched,
-            steps_per_epoch=self.layout["steps_per_epoch"],
-            epochs=self.cfg.trainer.epochs,
             lr=self.optim_cfg.lr,
-            total_steps=int(self.layout["total_steps"]),
-            origin=float(self.layout["origin"]),
+            layout=self.layout,
             start_step=self.step,
         )
 
@@ -255,6 +253,7 @@ class Trainer:
             "val_pending": self.val_pending,
             "best": self.best,
             "best_epoch": self.best_epoch,
+            "best_by": self.best_by,  # the weights whose top-1 chose best.pt
             "train_time_s": self.train_time,
             "images_seen": self.images_seen,
             "rng": rank_rng[0],
@@ -285,8 +284,9 @@ class Trainer:
             int(state["step"]),
             samples,
         )
-        self.best = float(state.get("best", -1.0))
-        self.best_epoch = int(state.get("best_epoch", -1))
+        self.best_by, self.best, self.best_epoch = resume_best(
+            state, self.cfg.trainer.best_by, self.ema is not None
+        )
         self.val_pending = bool(state.get("val_pending", False))
         self.train_time = float(state.get("train_time_s", 0.0))
         self.images_seen = int(state.get("images_seen", 0))
@@ -303,24 +303,11 @@ class Trainer:
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         self._restore_rng(state)
-        changes = R.setting_changes(old_settings, self.settings) if old_settings else []
-        if old_settings and not changes:
-            self.layout = dict(state["schedule"])  # the same run: the same schedule
-        else:
-            self.layout = R.relaid_layout(
-                self.settings, epoch=self.epoch, samples_in_epoch=samples, step=self.step
-            )
-            log.warning(
-                "resuming with other settings (%s): continuing epoch %d from sample %d of %d; "
-                "schedule laid out again for %d steps in all (%d per epoch) from step %d",
-                ", ".join(changes) or f"format {state['format_version']} checkpoint",
-                self.epoch + 1,
-                samples,
-                self.settings["train_size"],
-                self.layout["total_steps"],
-                self.layout["steps_per_epoch"],
-                self.step,
-            )
+        self.layout, notes = R.resumed_layout(
+            state, self.settings, epoch=self.epoch, samples=samples, step=self.step
+        )
+        for note in notes:
+            log.warning(note)
         changed = R.config_changes(state["config"], self.cfg, ("optim", "sched"))
         if changed:
             log.warning("%s: in effect from step %d", ", ".join(changed), self.step)
@@ -506,6 +493,7 @@ class Trainer:
             ema = last_val.get("ema")
             self.best = ema["top1"] if self.best_by == "ema" and ema else last_val["top1"]
             self.best_epoch = self.epoch
+            self._save("best.pt")  # chosen by these weights now (resnets.engine.best)
         metrics = self._final_metrics(last_train, last_val, time.perf_counter() - started)
         if main:
             (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
