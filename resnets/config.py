@@ -92,7 +92,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # a key of resnets.optim.OPTIMIZERS: sgd | adamw
+    name: str = "sgd"  # a key of resnets.optim.OPTIMIZERS: sgd | adamw | lamb | lars
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -101,6 +101,7 @@ class OptimConfig:
     eps: float = 1e-8
     no_decay_norm_bias: bool = True
     head_lr_mult: float = 1.0  # the classifier's learning rate relative to the rest
+    trust_coeff: float = 0.001  # lars: the trust ratio's coefficient (You et al. 2017)
     # lr is for this many images a step (global batch); null: lr as given at any batch
     base_batch_size: int | None = None
 
@@ -275,6 +276,9 @@ def validate(cfg: DictConfig) -> None:
         value = str(_get(cfg, dotted))
         if value not in accepted:
             raise ConfigError(f"{dotted}={value!r} is not valid; accepted: {', '.join(accepted)}")
+    from .optim import check_installed
+
+    check_installed(cfg.optim.name)
     for dotted in POSITIVE:
         value = _get(cfg, dotted)
         if value <= 0:
