@@ -142,6 +142,10 @@ class TrainerConfig:
     log_every: int = 20
     detect_anomaly: bool = False
     label_smoothing: float = 0.0
+    loss: str = "ce"  # a key of resnets.engine.losses.LOSSES: ce | bce (one sigmoid per class)
+    # bce: targets above this become 1, the rest 0 (timm's --bce-target-thresh); null: as mixed
+    bce_target_threshold: float | None = None
+    bce_sum_classes: bool = False  # bce: sum over classes (mean over images); false: mean of all
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     ema_decay: float | None = None  # per optimizer step
@@ -204,6 +208,7 @@ def choices() -> dict[str, tuple[str, ...]]:
     """
     from .data import LOADERS, dataset_names
     from .data.datasets import SPLITS
+    from .engine.losses import LOSSES
     from .optim import OPTIMIZERS, SCHEDULERS, WARMUPS
     from .runtime import DEVICE_DEFAULTS, PRECISIONS
 
@@ -214,6 +219,7 @@ def choices() -> dict[str, tuple[str, ...]]:
         "optim.name": tuple(OPTIMIZERS),
         "sched.name": tuple(SCHEDULERS),
         "sched.warmup_method": tuple(WARMUPS),
+        "trainer.loss": tuple(LOSSES),
         "data.name": dataset_names(),
         "data.loader": ("auto", *LOADERS),
         "data.split": SPLITS,
@@ -341,6 +347,12 @@ def validate(cfg: DictConfig) -> None:
     if base is not None and base <= 0:
         raise ConfigError(
             f"optim.base_batch_size={base!r} is not valid; accepted: null or a positive integer"
+        )
+    threshold = t.get("bce_target_threshold")
+    if threshold is not None and not 0.0 <= threshold < 1.0:
+        raise ConfigError(
+            f"trainer.bce_target_threshold={threshold!r} is not valid; accepted: null or a "
+            "number in [0, 1)"
         )
     if t.grad_clip is not None and t.grad_clip <= 0:
         raise ConfigError(

@@ -49,6 +49,7 @@ from .checkpoint import (
 from .ema import EMA
 from .hparams import result_hparams
 from .logging import TensorBoard, log_file, progress, silence_file_logs
+from .losses import build_criterion
 from .signals import StopRequest
 from .state_fit import mismatch
 from .steps import TrainTally, evaluate_model, forward_backward, optimizer_step
@@ -178,7 +179,7 @@ class Trainer:
                 "or accumulation, or data.drop_last=false"
             )
         self.scaler = torch.amp.GradScaler("cuda") if PRECISIONS[t.precision].grad_scaler else None
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+        self.criterion = build_criterion(t)  # trainer.loss: ce | bce
         self.mix = self._mixing(t, self.data.num_classes)
         self.epoch, self.step, self.samples_in_epoch = 0, 0, 0
         self.best, self.best_epoch, self.val_pending = -1.0, -1, False
