@@ -41,6 +41,9 @@ class ModelConfig:
     out_indices: list[int] | None = None
     layers: list[int] | None = None
     radix: int | None = None
+    # anti-aliased downsampling: a 3x3 binomial blur before every strided conv on >= 16 channels
+    # (FFCV's ResNet-50); weights keep their names, so checkpoints load either way
+    blurpool: bool | None = None
     # fine-tuning: torchvision[:WEIGHTS] | timm[:model.tag] | a path; parts kept fixed
     pretrained: str | None = None
     pretrained_ema: bool = False  # a resnets checkpoint's EMA weights instead of its model
