@@ -67,6 +67,17 @@ class AugmentConfig:
 
 
 @dataclass
+class ProgressiveConfig:
+    """Progressive resizing (resnets.data.progressive): the training size grows from min_size
+    to data.image_size, FFCV's schedule."""
+
+    min_size: int | None = None  # null: off, every epoch at data.image_size
+    start_epoch: int = 0  # min_size up to this epoch (0-based; FFCV's start_ramp)
+    end_epoch: int = 0  # data.image_size from this epoch (FFCV's end_ramp)
+    multiple: int = 32  # sizes in between rounded to a multiple of this
+
+
+@dataclass
 class DataConfig:
     name: str = MISSING
     root: str | None = "data"  # null in conf/data/imagefolder.yaml: the user must name it
@@ -91,6 +102,7 @@ class DataConfig:
     # fraction of a split's images that may be unreadable (skipped, listed in metrics.json)
     max_bad_images: float = 0.001
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
 
 
 @dataclass
@@ -130,7 +142,10 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     epochs: int = 10
     max_steps: int | None = None
-    batch_size: int = 128
+    batch_size: int = 128  # per process; derived when global_batch_size is set
+    # images a step over all processes and accumulated micro-batches (a recipe's batch);
+    # null: batch_size per process as given
+    global_batch_size: int | None = None
     eval_batch_size: int | None = None
     workers: int = 2
     # auto / null: chosen for the device the run lands on (resnets.runtime.DEVICE_DEFAULTS)
@@ -257,7 +272,11 @@ NON_NEGATIVE: tuple[str, ...] = (
     "sched.warmup_epochs",
     "sched.min_lr",
 )
-POSITIVE_OR_NULL: tuple[str, ...] = ("trainer.eval_batch_size", "data.num_classes")
+POSITIVE_OR_NULL: tuple[str, ...] = (
+    "trainer.eval_batch_size",
+    "trainer.global_batch_size",
+    "data.num_classes",
+)
 
 
 class ConfigError(ValueError):
@@ -285,9 +304,11 @@ def validate(cfg: DictConfig) -> None:
         value = str(_get(cfg, dotted))
         if value not in accepted:
             raise ConfigError(f"{dotted}={value!r} is not valid; accepted: {', '.join(accepted)}")
+    from .data.progressive import check as check_progressive
     from .optim import check_installed
 
     check_installed(cfg.optim.name)
+    check_progressive(cfg.data)
     for dotted in POSITIVE:
         value = _get(cfg, dotted)
         if value <= 0:
