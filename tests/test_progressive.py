@@ -8,6 +8,8 @@ import logging
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resnets.config import validate
 from resnets.data import DataError, progressive
@@ -57,6 +59,25 @@ def test_sizes_per_epoch_are_ffcvs(epochs) -> None:
 def test_the_88_epoch_schedule_switches_at_the_ramps_midpoint() -> None:
     # interpolation reaches 176 (rounds to 192) half-way through epochs 65..76: from epoch 71 on
     assert progressive.sizes(_data(160, 65, 76), 88) == [160] * 71 + [192] * 17
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    min_size=st.integers(8, 256),
+    grow=st.integers(0, 256),
+    start=st.integers(0, 30),
+    ramp=st.integers(0, 30),
+    multiple=st.sampled_from([1, 8, 16, 32]),
+)
+def test_sizes_never_shrink_and_stay_between_the_ends(min_size, grow, start, ramp, multiple):
+    data = _data(min_size, start, start + ramp, image_size=min_size + grow, multiple=multiple)
+    sizes = progressive.sizes(data, start + ramp + 3)
+    assert sizes[0] == min_size and sizes[-1] == min_size + grow
+    assert sizes == sorted(sizes)  # the size only grows
+    for e, size in enumerate(sizes):
+        assert size == progressive.sizes(data, e + 1)[e]  # a function of the epoch alone
+        if start < e < start + ramp:  # a multiple, or an end the rounding would have left
+            assert size % multiple == 0 or size in (min_size, min_size + grow)
 
 
 def test_sizes_in_between_round_to_the_multiple() -> None:
@@ -160,7 +181,8 @@ def test_compile_compiles_once_per_size(caplog) -> None:
     sizes = progressive.sizes(data, epochs)
     assert sorted(set(sizes)) == [8, 16, 24]
     assert counter.frame_count == 3  # one graph per size, none more when a size comes back
-    assert sum("progressive resizing" in r.getMessage() for r in caplog.records) == 3
+    said = [r.getMessage() for r in caplog.records if "progressive resizing" in r.getMessage()]
+    assert len(said) == 3 and "1 graph(s) compiled so far" in said[1]
     assert torch._dynamo.config.recompile_limit >= 3
     torch._dynamo.reset()
 

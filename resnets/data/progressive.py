@@ -1,8 +1,8 @@
 """Progressive resizing: a training image size that grows with the epoch (FFCV's schedule).
 
 `data.progressive.min_size` up to epoch `start_epoch`, `data.image_size` from `end_epoch` on, and
-in between the linear interpolation rounded to a multiple of `multiple` (ffcv-imagenet's
-`get_resolution`, with epochs counted from 0 as there). The size is a pure function of the epoch,
+in between the linear interpolation rounded to a multiple of `multiple` and kept within the two
+ends (ffcv-imagenet's `get_resolution`, with epochs counted from 0 as there). The size is a pure function of the epoch,
 so a run resumed mid-schedule trains each epoch at the size an uninterrupted run would.
 
 Every loader yields `data.image_size` batches (in memory, image folders, decoded on the GPU);
@@ -34,8 +34,9 @@ def training_size(
     if epoch >= end_epoch:
         return max_size
     size = min_size + (max_size - min_size) * (epoch - start_epoch) / (end_epoch - start_epoch)
-    # round half to even, as np.round does there
-    return round(size / multiple) * multiple
+    # round half to even, as np.round does there; kept within the ends, which FFCV's sizes (160,
+    # 192, multiples of 32) never leave but others (8 to 8 in multiples of 16: 0) would
+    return min(max(round(size / multiple) * multiple, min_size), max_size)
 
 
 def schedule(data_cfg: Mapping[str, Any]) -> dict[str, int] | None:
@@ -117,25 +118,29 @@ def for_epoch(loader: Any, data_cfg: Mapping[str, Any], epoch: int, epochs: int)
     size = planned[epoch]
     if epoch == 0 or planned[epoch - 1] != size:
         distinct = sorted(set(planned))
-        _allow_recompiles(len(distinct))
+        graphs = _allow_recompiles(len(distinct))
         log.info(
             "progressive resizing: training at %d px from epoch %d (sizes %s over %d epochs; "
-            "with torch.compile, one compilation per size)",
+            "with torch.compile, one compilation per size: %d graph(s) compiled so far)",
             size,
             epoch + 1,
             "/".join(map(str, distinct)),
             len(planned),
+            graphs,
         )
     return loader if size == plan["max_size"] else ResizedBatches(loader, size)
 
 
-def _allow_recompiles(count: int) -> None:
+def _allow_recompiles(count: int) -> int:
     """torch.compile keeps up to `recompile_limit` graphs per function; one per size (and one
-    for a short last batch) must fit, or it would fall back to eager silently."""
+    for a short last batch) must fit, or it would fall back to eager silently. Returns the
+    graphs dynamo has compiled in this process so far (what the log reports)."""
     import torch._dynamo
+    from torch._dynamo.utils import counters
 
     config = torch._dynamo.config
     needed = count + 2
     if config.recompile_limit < needed:
         log.info("torch._dynamo recompile_limit %d -> %d", config.recompile_limit, needed)
         config.recompile_limit = needed
+    return int(counters["stats"]["unique_graphs"])
