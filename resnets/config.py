@@ -41,6 +41,9 @@ class ModelConfig:
     out_indices: list[int] | None = None
     layers: list[int] | None = None
     radix: int | None = None
+    # anti-aliased downsampling: a 3x3 binomial blur before every strided conv on >= 16 channels
+    # (FFCV's ResNet-50); weights keep their names, so checkpoints load either way
+    blurpool: bool | None = None
     # fine-tuning: torchvision[:WEIGHTS] | timm[:model.tag] | a path; parts kept fixed
     pretrained: str | None = None
     pretrained_ema: bool = False  # a resnets checkpoint's EMA weights instead of its model
@@ -61,6 +64,17 @@ class AugmentConfig:
     random_erasing: float = 0.0
     cutout: int = 0
     random_resized_crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+
+
+@dataclass
+class ProgressiveConfig:
+    """Progressive resizing (resnets.data.progressive): the training size grows from min_size
+    to data.image_size, FFCV's schedule."""
+
+    min_size: int | None = None  # null: off, every epoch at data.image_size
+    start_epoch: int = 0  # min_size up to this epoch (0-based; FFCV's start_ramp)
+    end_epoch: int = 0  # data.image_size from this epoch (FFCV's end_ramp)
+    multiple: int = 32  # sizes in between rounded to a multiple of this
 
 
 @dataclass
@@ -88,11 +102,12 @@ class DataConfig:
     # fraction of a split's images that may be unreadable (skipped, listed in metrics.json)
     max_bad_images: float = 0.001
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # a key of resnets.optim.OPTIMIZERS: sgd | adamw
+    name: str = "sgd"  # a key of resnets.optim.OPTIMIZERS: sgd | adamw | lamb | lars
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -101,6 +116,7 @@ class OptimConfig:
     eps: float = 1e-8
     no_decay_norm_bias: bool = True
     head_lr_mult: float = 1.0  # the classifier's learning rate relative to the rest
+    trust_coeff: float = 0.001  # lars: the trust ratio's coefficient (You et al. 2017)
     # lr is for this many images a step (global batch); null: lr as given at any batch
     base_batch_size: int | None = None
 
@@ -126,7 +142,10 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     epochs: int = 10
     max_steps: int | None = None
-    batch_size: int = 128
+    batch_size: int = 128  # per process; derived when global_batch_size is set
+    # images a step over all processes and accumulated micro-batches (a recipe's batch);
+    # null: batch_size per process as given
+    global_batch_size: int | None = None
     eval_batch_size: int | None = None
     workers: int = 2
     # auto / null: chosen for the device the run lands on (resnets.runtime.DEVICE_DEFAULTS)
@@ -141,6 +160,10 @@ class TrainerConfig:
     log_every: int = 20
     detect_anomaly: bool = False
     label_smoothing: float = 0.0
+    loss: str = "ce"  # a key of resnets.engine.losses.LOSSES: ce | bce (one sigmoid per class)
+    # bce: targets above this become 1, the rest 0 (timm's --bce-target-thresh); null: as mixed
+    bce_target_threshold: float | None = None
+    bce_sum_classes: bool = False  # bce: sum over classes (mean over images); false: mean of all
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     ema_decay: float | None = None  # per optimizer step
@@ -205,6 +228,7 @@ def choices() -> dict[str, tuple[str, ...]]:
     """
     from .data import LOADERS, dataset_names
     from .data.datasets import SPLITS
+    from .engine.losses import LOSSES
     from .optim import OPTIMIZERS, SCHEDULERS, WARMUPS
     from .runtime import DEVICE_DEFAULTS, PRECISIONS
 
@@ -215,6 +239,7 @@ def choices() -> dict[str, tuple[str, ...]]:
         "optim.name": tuple(OPTIMIZERS),
         "sched.name": tuple(SCHEDULERS),
         "sched.warmup_method": tuple(WARMUPS),
+        "trainer.loss": tuple(LOSSES),
         "data.name": dataset_names(),
         "data.loader": ("auto", *LOADERS),
         "data.split": SPLITS,
@@ -249,7 +274,11 @@ NON_NEGATIVE: tuple[str, ...] = (
     "sched.warmup_epochs",
     "sched.min_lr",
 )
-POSITIVE_OR_NULL: tuple[str, ...] = ("trainer.eval_batch_size", "data.num_classes")
+POSITIVE_OR_NULL: tuple[str, ...] = (
+    "trainer.eval_batch_size",
+    "trainer.global_batch_size",
+    "data.num_classes",
+)
 
 
 class ConfigError(ValueError):
@@ -277,6 +306,11 @@ def validate(cfg: DictConfig) -> None:
         value = str(_get(cfg, dotted))
         if value not in accepted:
             raise ConfigError(f"{dotted}={value!r} is not valid; accepted: {', '.join(accepted)}")
+    from .data.progressive import check as check_progressive
+    from .optim import check_installed
+
+    check_installed(cfg.optim.name)
+    check_progressive(cfg.data)
     for dotted in POSITIVE:
         value = _get(cfg, dotted)
         if value <= 0:
@@ -343,6 +377,12 @@ def validate(cfg: DictConfig) -> None:
     if base is not None and base <= 0:
         raise ConfigError(
             f"optim.base_batch_size={base!r} is not valid; accepted: null or a positive integer"
+        )
+    threshold = t.get("bce_target_threshold")
+    if threshold is not None and not 0.0 <= threshold < 1.0:
+        raise ConfigError(
+            f"trainer.bce_target_threshold={threshold!r} is not valid; accepted: null or a "
+            "number in [0, 1)"
         )
     if t.grad_clip is not None and t.grad_clip <= 0:
         raise ConfigError(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -78,11 +79,56 @@ def _adamw(groups: list[dict], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"])
 
 
+TIMM_EXTRA = "pip install 'resnets[timm]'"
+FROM_TIMM = {"lamb": "Lamb", "lars": "Lars"}  # optim.name -> class in timm.optim
+
+
+class MissingExtraError(ConfigError):
+    """An optional dependency the chosen setting needs is not installed (exit status 2)."""
+
+
+def check_installed(name: str) -> None:
+    """Refuse an optimizer whose optional dependency is missing, before any work."""
+    if name in FROM_TIMM and importlib.util.find_spec("timm") is None:
+        raise MissingExtraError(
+            f"optim.name={name!r} needs timm, which is not installed; run: {TIMM_EXTRA}"
+        )
+
+
+def _timm_optim(name: str) -> type:
+    """timm's maintained implementation (timm.optim), installed with the `timm` extra."""
+    check_installed(name)
+    import timm.optim
+
+    return getattr(timm.optim, FROM_TIMM[name])
+
+
+def _lamb(groups: list[dict], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    # You et al. 2019 as timm implements it (ResNet strikes back trained with it): Adam moments,
+    # the update scaled per tensor by ||w|| / ||update||; timm's default clips the global gradient
+    # norm at 1.0 inside the step
+    return _timm_optim("lamb")(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"])
+
+
+def _lars(groups: list[dict], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    # You et al. 2017: SGD with momentum, the step scaled per tensor by trust_coeff x ||w|| / ||g||
+    return _timm_optim("lars")(
+        groups,
+        lr=cfg["lr"],
+        momentum=cfg["momentum"],
+        nesterov=bool(cfg["nesterov"]),
+        trust_coeff=cfg.get("trust_coeff", 0.001),
+        eps=cfg["eps"],
+    )
+
+
 # optim.name -> factory(param groups, optim config). The one list of optimizers: config
 # validation, the error messages and build_optimizer all read it.
 OPTIMIZERS: dict[str, Callable[[list[dict], Mapping[str, Any]], torch.optim.Optimizer]] = {
     "sgd": _sgd,
     "adamw": _adamw,
+    "lamb": _lamb,  # timm.optim.Lamb (the `timm` extra)
+    "lars": _lars,  # timm.optim.Lars (the `timm` extra)
 }
 
 

@@ -134,3 +134,32 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if item.get_closest_marker("distributed") and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+
+
+# A recipe's pipeline at digits size: the recipe's components (model family and options,
+# optimizer, loss, mixing, augmentation, progressive resizing) on 32 fake 16-px images, 1 epoch
+RECIPE_SMOKE = [
+    "data=fake",
+    "data.fake_size=32",
+    "data.num_classes=4",
+    "data.image_size=16",
+    "data.val_resize=18",
+    "data.val_crop=16",
+    "data.loader=torchvision",
+    "model.layers=[1,1,1,1]",
+    "model.block=bottleneck",
+    "model.stem_width=8",
+    "trainer=cpu",
+    "trainer.epochs=1",
+    "trainer.global_batch_size=8",
+    "trainer.eval_batch_size=32",
+    "trainer.workers=0",
+    "trainer.progress=false",
+    "sched.warmup_epochs=0.5",
+]
+
+
+@pytest.fixture
+def recipe_smoke() -> list[str]:
+    """Overrides that shrink any ImageNet recipe to a one-epoch CPU run of the same pipeline."""
+    return list(RECIPE_SMOKE)

@@ -161,6 +161,9 @@ def report_name(cfg: DictConfig, source: Path, split: str) -> str:
     parts += [split] if split != "val" else []
     parts += ["ema"] if cfg.use_ema else []
     parts += ["flip"] if cfg.tta == "flip" else []
+    # FixRes: scored at another test resolution (data.val_crop on the command line)
+    crop = OmegaConf.select(cfg, "data.val_crop")
+    parts += [f"{crop}px"] if crop else []
     parts += [str(cfg.precision).replace("-mixed", "")] if str(cfg.precision) != "32" else []
     return "-".join(parts)
 
@@ -249,6 +252,7 @@ def evaluate_run(
         **report,
         "images_per_s": images_per_s * info.world_size,
         "num_params": sum(p.numel() for p in model.parameters()),
+        "eval_size": eval_size,
         "gmacs": count_macs(model, eval_size, data.in_chans) / 1e9,
         "gflops": count_flops(model, eval_size, data.in_chans) / 1e9,
         "step": int(state["step"]) if state else None,

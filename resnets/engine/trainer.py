@@ -25,7 +25,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from ..config import ConfigError, validate
-from ..data import build_data
+from ..data import build_data, progressive
 from ..data.bad_images import unreadable_images
 from ..data.plan import mix_seeds
 from ..models import build_model_from_config
@@ -35,6 +35,7 @@ from ..optim import build_optimizer, build_scheduler, learning_rates
 from ..runtime import PRECISIONS, apply_device_defaults, check_channels_last, check_runtime
 from . import distributed as D
 from . import resume as R
+from .batching import derive_batch_size
 from .best import default_best_by, resume_best
 from .checkpoint import (
     FORMAT_VERSION,
@@ -51,6 +52,7 @@ from .continue_hint import continue_command
 from .ema import EMA
 from .hparams import result_hparams
 from .logging import TensorBoard, log_file, progress, silence_file_logs
+from .losses import build_criterion
 from .signals import StopRequest
 from .state_fit import mismatch
 from .steps import TrainTally, evaluate_model, forward_backward, optimizer_step
@@ -110,6 +112,7 @@ class Trainer:
     def _setup(self) -> None:
         cfg, t, device = self.cfg, self.cfg.trainer, self.dist.device
         seed_everything(cfg.seed + self.dist.rank)
+        derive_batch_size(t, self.dist.world_size)  # trainer.global_batch_size: the recipe's
         if t.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -180,7 +183,7 @@ class Trainer:
                 "or accumulation, or data.drop_last=false"
             )
         self.scaler = torch.amp.GradScaler("cuda") if PRECISIONS[t.precision].grad_scaler else None
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+        self.criterion = build_criterion(t)  # trainer.loss: ce | bce
         self.mix = self._mixing(t, self.data.num_classes)
         self.epoch, self.step, self.samples_in_epoch = 0, 0, 0
         self.best, self.best_epoch, self.val_pending = -1.0, -1, False
@@ -529,6 +532,8 @@ class Trainer:
         (resnets.data.plan), so each micro-batch's mean loss over `accumulate` is the step's
         mean loss, a short last step included."""
         t, loader = self.cfg.trainer, self.data.train
+        # data.progressive: this epoch's training size (a pure function of the epoch)
+        loader = progressive.for_epoch(loader, self.cfg.data, self.epoch, t.epochs)
         accumulate = t.accumulate_grad_batches
         self.model.train()
         loader.set_epoch(self.epoch, start_sample=self.samples_in_epoch)

@@ -109,3 +109,65 @@ def projection_shortcut(
     if with_norm:
         layers.append(nn.BatchNorm2d(out_chs))
     return nn.Sequential(*layers)
+
+
+class BlurConv2d(nn.Conv2d):
+    """A strided convolution that first blurs its input with the 3x3 binomial filter
+    [1, 2, 1] x [1, 2, 1] / 16 per channel, at stride 1 with zero padding (Zhang 2019,
+    "Making Convolutional Networks Shift-Invariant Again", as FFCV's ResNet-50 applies it): the
+    anti-aliasing low-pass before the conv subsamples.
+
+    A subclass of Conv2d with the filter as a non-persistent buffer, so the parameters keep the
+    names of the plain conv: weights load the same with or without the blur."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = torch.outer(taps, taps) / 16.0
+        self.register_buffer(
+            "blur_filter", kernel.expand(self.in_channels, 1, 3, 3).clone(), persistent=False
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blurred = F.conv2d(x, self.blur_filter.to(x.dtype), padding=1, groups=self.in_channels)
+        return super().forward(blurred)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> BlurConv2d:
+        blur = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+        )
+        blur.weight = conv.weight
+        if conv.bias is not None:
+            blur.bias = conv.bias
+        return blur
+
+
+# FFCV's rule: blur before every strided conv that sees at least this many channels (so not the
+# stem's first conv on the image itself)
+BLUR_MIN_CHANNELS = 16
+
+
+def blur_strided_convs(module: nn.Module) -> int:
+    """Replace every plain strided Conv2d with >= 16 input channels by a BlurConv2d holding the
+    same parameters; returns how many were replaced."""
+    replaced = 0
+    for name, child in module.named_children():
+        if (
+            type(child) is nn.Conv2d
+            and max(child.stride) > 1
+            and child.in_channels >= BLUR_MIN_CHANNELS
+        ):
+            setattr(module, name, BlurConv2d.from_conv(child))
+            replaced += 1
+        else:
+            replaced += blur_strided_convs(child)
+    return replaced

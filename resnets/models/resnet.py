@@ -10,7 +10,7 @@ from torch import nn
 
 from .blocks import BlockOptions, block_class
 from .errors import ModelError
-from .layers import ZeroPadShortcut, conv3x3, projection_shortcut
+from .layers import ZeroPadShortcut, blur_strided_convs, conv3x3, projection_shortcut
 
 log = logging.getLogger(__name__)
 
@@ -102,49 +102,31 @@ class ResNet(nn.Module):
         layers: Sequence[int] | None = None,
         radix: int = 0,
         image_size: int | None = None,
+        blurpool: bool = False,
     ) -> None:
         super().__init__()
         block, layers = stage_layout(depth, block, layers)
-        _check_choice("stem", stem, STEMS)
-        _check_choice("shortcut", shortcut, SHORTCUTS)
-        _check_choice("attention", attention, ATTENTIONS)
-        for field, value in (("groups", groups), ("width_per_group", width_per_group)):
-            if int(value) < 1:
-                raise ModelError(field, value, "a positive integer")
-        if block == "basic" and (int(groups) != 1 or int(width_per_group) != 64):
-            # a basic block has no grouped bottleneck conv: these would be silently ignored
-            field, value = (
-                ("groups", groups) if int(groups) != 1 else ("width_per_group", width_per_group)
-            )
-            raise ModelError(
-                field,
-                value,
-                f"{1 if field == 'groups' else 64} with basic blocks (grouped width is a bottleneck setting)",
-            )
-        if stem_width is not None and int(stem_width) < 1:
-            raise ModelError(
-                "stem_width", stem_width, "null (the stage table's) or a positive integer"
-            )
-        if widen_factor <= 0:
-            raise ModelError("widen_factor", widen_factor, "a positive number")
-        for field, value in (
-            ("drop_path_rate", drop_path_rate),
-            ("drop_rate", drop_rate),
-            ("block_drop_rate", block_drop_rate),
-        ):
-            if not 0.0 <= value < 1.0:
-                raise ModelError(field, value, "a probability in [0, 1)")
-        if radix and (block != "bottleneck" or preact):
-            raise ModelError("radix", radix, "0 unless block is a post-activation bottleneck")
-        _check_block_fields(block, radix, attention, stride_in_1x1, block_drop_rate)
-        if shortcut == "A" and avg_down:
-            raise ModelError("avg_down", avg_down, "false with shortcut A (it has no projection)")
-
+        _check_arguments(
+            block,
+            stem=stem,
+            shortcut=shortcut,
+            attention=attention,
+            groups=groups,
+            width_per_group=width_per_group,
+            stem_width=stem_width,
+            widen_factor=widen_factor,
+            rates=dict(
+                drop_path_rate=drop_path_rate, drop_rate=drop_rate, block_drop_rate=block_drop_rate
+            ),
+            radix=radix,
+            preact=preact,
+            stride_in_1x1=stride_in_1x1,
+            avg_down=avg_down,
+        )
         self.preact = preact
         self.stem_type = resolve_stem(stem, image_size)
-        num_stages = len(layers)
-        stem_width = stem_width or (64 if num_stages == 4 else 16)
-        cls = block_class(block, preact, radix)
+        self.num_stages = len(layers)
+        stem_width = stem_width or (64 if self.num_stages == 4 else 16)
         opts = BlockOptions(
             groups=int(groups),
             width_per_group=int(width_per_group),
@@ -153,8 +135,35 @@ class ResNet(nn.Module):
             drop_rate=block_drop_rate,
             radix=radix,
         )
-
         self._build_stem(in_chans, stem_width)
+        self.num_features = self._build_stages(
+            layers,
+            block_class(block, preact, radix),
+            opts,
+            stem_width=stem_width,
+            widen_factor=widen_factor,
+            shortcut=(shortcut, avg_down),
+            drop_path_rate=drop_path_rate,
+        )
+        self._build_head(num_classes, include_top, out_indices, drop_rate)
+        self._init_weights(zero_init_residual)
+        if blurpool:  # after the init: the same seed gives the same weights with or without
+            blur_strided_convs(self)
+
+    def _build_stages(
+        self,
+        layers: Sequence[int],
+        cls: type[nn.Module],
+        opts: BlockOptions,
+        *,
+        stem_width: int,
+        widen_factor: float,
+        shortcut: tuple[str, bool],
+        drop_path_rate: float,
+    ) -> int:
+        """layer1..layerN, each doubling the planes of the last and halving the size (after the
+        first), stochastic depth rising linearly to the last block; `feature_info` of the stem
+        and each stage. Returns the channels of the last stage."""
         in_chs = stem_width
         stem_reduction = 1 if self.stem_type == "cifar" else 4
         self.feature_info = [
@@ -167,7 +176,7 @@ class ResNet(nn.Module):
             for i in range(num_blocks):
                 stride = 2 if stage > 0 and i == 0 else 1
                 out_chs = planes * cls.expansion
-                downsample = self._shortcut(shortcut, in_chs, out_chs, stride, avg_down)
+                downsample = self._shortcut(shortcut[0], in_chs, out_chs, stride, shortcut[1])
                 rate = drop_path_rate * block_index / max(total_blocks - 1, 1)
                 blocks.append(cls(in_chs, planes, stride, downsample, opts, rate))
                 in_chs, block_index = out_chs, block_index + 1
@@ -179,21 +188,32 @@ class ResNet(nn.Module):
                     "module": f"layer{stage + 1}",
                 }
             )
-        self.num_stages = num_stages
-        self.num_features = in_chs
+        return in_chs
+
+    def _build_head(
+        self,
+        num_classes: int,
+        include_top: bool,
+        out_indices: Sequence[int] | None,
+        drop_rate: float,
+    ) -> None:
+        """The final norm of pre-activation nets, and the classifier unless feature maps are
+        asked for (`out_indices`) or the top is left off."""
+        in_chs = self.num_features
         # Pre-activation nets end with the BN-ReLU that no block applied to the last sum.
-        self.final_norm = nn.BatchNorm2d(in_chs) if preact else None
+        self.final_norm = nn.BatchNorm2d(in_chs) if self.preact else None
         self.out_indices = tuple(out_indices) if out_indices is not None else None
         if self.out_indices is not None:
-            bad = [i for i in self.out_indices if not 0 <= i <= num_stages]
+            bad = [i for i in self.out_indices if not 0 <= i <= self.num_stages]
             if bad:
-                raise ModelError("out_indices", list(out_indices), f"indices in 0..{num_stages}")
+                raise ModelError(
+                    "out_indices", list(out_indices), f"indices in 0..{self.num_stages}"
+                )
         self.include_top = include_top and self.out_indices is None
         if self.include_top:
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
             self.fc = nn.Linear(in_chs, num_classes)
-        self._init_weights(zero_init_residual)
 
     def _build_stem(self, in_chans: int, width: int) -> None:
         if self.stem_type == "deep":
@@ -310,6 +330,59 @@ class ResNet(nn.Module):
             return self.forward_intermediates(x)
         x = self.forward_features(x)
         return self.forward_head(x) if self.include_top else x
+
+
+def _check_arguments(
+    block: str,
+    *,
+    stem: str,
+    shortcut: str,
+    attention: str,
+    groups: int,
+    width_per_group: int,
+    stem_width: int | None,
+    widen_factor: float,
+    rates: dict[str, float],
+    radix: int,
+    preact: bool,
+    stride_in_1x1: bool,
+    avg_down: bool,
+) -> None:
+    """Every argument refused before a layer is built, in one line naming the accepted values."""
+    _check_choice("stem", stem, STEMS)
+    _check_choice("shortcut", shortcut, SHORTCUTS)
+    _check_choice("attention", attention, ATTENTIONS)
+    _check_widths(block, groups, width_per_group, stem_width, widen_factor)
+    for field, value in rates.items():
+        if not 0.0 <= value < 1.0:
+            raise ModelError(field, value, "a probability in [0, 1)")
+    if radix and (block != "bottleneck" or preact):
+        raise ModelError("radix", radix, "0 unless block is a post-activation bottleneck")
+    _check_block_fields(block, radix, attention, stride_in_1x1, rates["block_drop_rate"])
+    if shortcut == "A" and avg_down:
+        raise ModelError("avg_down", avg_down, "false with shortcut A (it has no projection)")
+
+
+def _check_widths(
+    block: str, groups: int, width_per_group: int, stem_width: int | None, widen_factor: float
+) -> None:
+    for field, value in (("groups", groups), ("width_per_group", width_per_group)):
+        if int(value) < 1:
+            raise ModelError(field, value, "a positive integer")
+    if block == "basic" and (int(groups) != 1 or int(width_per_group) != 64):
+        # a basic block has no grouped bottleneck conv: these would be silently ignored
+        field, value = (
+            ("groups", groups) if int(groups) != 1 else ("width_per_group", width_per_group)
+        )
+        raise ModelError(
+            field,
+            value,
+            f"{1 if field == 'groups' else 64} with basic blocks (grouped width is a bottleneck setting)",
+        )
+    if stem_width is not None and int(stem_width) < 1:
+        raise ModelError("stem_width", stem_width, "null (the stage table's) or a positive integer")
+    if widen_factor <= 0:
+        raise ModelError("widen_factor", widen_factor, "a positive number")
 
 
 def _check_block_fields(
