@@ -117,7 +117,7 @@ def eval_window(width: int, height: int, resize: int, crop: int) -> tuple[int, i
     w, h = (resize, new_long) if width <= height else (new_long, resize)
 
     def offset(side: int) -> int:
-        return int(round((side - crop) / 2.0)) if side >= crop else -((crop - side) // 2)
+        return round((side - crop) / 2.0) if side >= crop else -((crop - side) // 2)
 
     return w, h, offset(w), offset(h)
 

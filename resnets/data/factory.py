@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from . import transforms as T
 from .bad_images import BadImageLoader, SkipUnreadable, collate_skipping, read_rgb
+from .dali import dali_loaders, refuse_in_memory, require_dali
 from .datasets import (
     ARRAY_DATASETS,
     FOLDER_DATASETS,
@@ -26,7 +27,6 @@ from .datasets import (
     dataset_names,
     image_folder_dir,
 )
-from .dali import dali_loaders, refuse_in_memory, require_dali
 from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, collate_encoded
 from .errors import DataError
 from .loaders import Loader, SamplerLoader, TensorLoader

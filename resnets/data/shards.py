@@ -63,6 +63,33 @@ def _folder_samples(split_dir: Path, class_to_idx: dict[str, int] | None):
     return samples, list(classes), mapping
 
 
+class _ShardWriter:
+    """Appends files to shard-00000.tar, shard-00001.tar, ... starting a new one at `limit`."""
+
+    def __init__(self, out_dir: Path, limit: int) -> None:
+        self.out_dir, self.limit = out_dir, limit
+        self.files: list[str] = []
+        self.tar: tarfile.TarFile | None = None
+
+    def add(self, name: str, data: bytes) -> tuple[int, int]:
+        """Writes one member; returns (shard number, offset of its data in that shard)."""
+        if self.tar is None or (self.tar.offset and self.tar.offset + len(data) > self.limit):
+            self.close()
+            self.files.append(f"shard-{len(self.files):05d}.tar")
+            self.tar = tarfile.open(self.out_dir / self.files[-1], "w")  # noqa: SIM115
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        self.tar.addfile(info, io.BytesIO(data))
+        # the data sits just before the tar's position, padded to whole 512-byte blocks
+        padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        return len(self.files) - 1, self.tar.offset - padded
+
+    def close(self) -> None:
+        if self.tar is not None:
+            self.tar.close()
+            self.tar = None
+
+
 def write_split(
     split_dir: Path,
     out_dir: Path,
@@ -73,25 +100,17 @@ def write_split(
     samples, classes, mapping = _folder_samples(split_dir, class_to_idx)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, list] = {k: [] for k in ("shard", "offset", "size", "label", "name")}
-    files: list[str] = []
-    tar, written = None, 0
-    for path, label in samples:
-        data = Path(path).read_bytes()
-        if tar is None or (written and written + len(data) + 1024 > shard_bytes):
-            if tar is not None:
-                tar.close()
-            files.append(f"shard-{len(files):05d}.tar")
-            tar, written = tarfile.open(out_dir / files[-1], "w"), 0
-        name = os.path.relpath(path, split_dir).replace(os.sep, "/")
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-        written = tar.offset  # the data sits just before its padding to 512-byte blocks
-        offset = written - -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-        for key, value in zip(rows, (len(files) - 1, offset, len(data), label, name), strict=True):
-            rows[key].append(value)
-    if tar is not None:
-        tar.close()
+    writer = _ShardWriter(out_dir, shard_bytes)
+    try:
+        for path, label in samples:
+            data = Path(path).read_bytes()
+            name = os.path.relpath(path, split_dir).replace(os.sep, "/")
+            shard, offset = writer.add(name, data)
+            for key, value in zip(rows, (shard, offset, len(data), label, name), strict=True):
+                rows[key].append(value)
+    finally:
+        writer.close()
+    files = writer.files
     sizes = [(out_dir / f).stat().st_size for f in files]
     np.savez(
         out_dir / INDEX,
@@ -185,7 +204,9 @@ class ShardFolder:
     class_to_idx, samples, targets, transform, `dataset[i] -> (image, label)`), plus
     `read_bytes(i)`: sample i's encoded bytes, for the loaders that decode elsewhere (DALI)."""
 
-    def __init__(self, root: str | os.PathLike, transform=None, classes: Sequence[str] | None = None):
+    def __init__(
+        self, root: str | os.PathLike, transform=None, classes: Sequence[str] | None = None
+    ):
         self.root = str(root)
         split_dir = Path(root)
         index = _load_index(split_dir)
@@ -203,7 +224,9 @@ class ShardFolder:
         self.targets = [int(t) for t in index["label"]]
         self.samples = [
             (f"{self._paths[s]}:{name}", t)
-            for s, name, t in zip(self._shard.tolist(), index["name"].tolist(), self.targets)
+            for s, name, t in zip(
+                self._shard.tolist(), index["name"].tolist(), self.targets, strict=True
+            )
         ]
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()
