@@ -36,6 +36,7 @@ def batches(loader, epoch=0, start=None):
     return [(x.clone(), y.clone()) for x, y in loader]
 
 
+@pytest.mark.slow
 def test_crop_windows_and_flips_are_the_torchvision_loaders(tmp_path) -> None:
     """The same (seed, epoch, position) draws the same window and flip: only the decoder and
     the resampling filter differ, by a few grey levels on average."""
@@ -60,7 +61,7 @@ def test_validation_geometry_is_torchvisions(tmp_path) -> None:
     from torchvision.transforms import v2
 
     for width, height in [(500, 375), (375, 500), (81, 80), (30, 40), (301, 299)]:
-        w, h, left, top = eval_window(
+        w, h, _, _ = eval_window(
             width, height, 256 if width > 100 else 36, 224 if width > 100 else 32
         )
         resized = v2.Resize(256 if width > 100 else 36)(Image.new("RGB", (width, height)))
@@ -175,6 +176,7 @@ def test_too_many_unreadable_images_stop_with_one_line(tmp_path) -> None:
             pass
 
 
+@pytest.mark.slow
 def test_missing_dali_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys) -> None:
     root = folder(tmp_path)
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # import nvidia.dali -> ImportError

@@ -73,7 +73,8 @@ class _ShardWriter:
 
     def add(self, name: str, data: bytes) -> tuple[int, int]:
         """Writes one member; returns (shard number, offset of its data in that shard)."""
-        if self.tar is None or (self.tar.offset and self.tar.offset + len(data) > self.limit):
+        padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        if self.tar is None or (self.tar.offset and self._closed_size(padded) > self.limit):
             self.close()
             self.files.append(f"shard-{len(self.files):05d}.tar")
             self.tar = tarfile.open(self.out_dir / self.files[-1], "w")  # noqa: SIM115
@@ -81,8 +82,13 @@ class _ShardWriter:
         info.size = len(data)
         self.tar.addfile(info, io.BytesIO(data))
         # the data sits just before the tar's position, padded to whole 512-byte blocks
-        padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
         return len(self.files) - 1, self.tar.offset - padded
+
+    def _closed_size(self, padded: int) -> int:
+        """The shard's size once closed with one more member: header, data, the two end
+        blocks, all rounded up to tar's 10 KiB records."""
+        end = self.tar.offset + 3 * tarfile.BLOCKSIZE + padded
+        return -(-end // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
     def close(self) -> None:
         if self.tar is not None:
