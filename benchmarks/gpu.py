@@ -240,7 +240,11 @@ def decode_rates(root: Path, shards: Path, n: int, workers: int, smoke: bool) ->
             bundle = build_data(cfg, batch_size=batch, num_workers=workers, device=device)
         else:  # _folder_bundle directly: build_data refuses gpu_decode off CUDA (the smoke run)
             bundle = _folder_bundle(
-                cfg, Batching(batch, eval_batch_size=batch), device=device, workers=workers, split="val"
+                cfg,
+                Batching(batch, eval_batch_size=batch),
+                device=device,
+                workers=workers,
+                split="val",
             )
         return _folder_rate(bundle.train, device)
 

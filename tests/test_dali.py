@@ -166,6 +166,25 @@ def test_unreadable_images_skipped_and_counted_as_the_torchvision_loader_does(tm
     assert [y.tolist() for _, y in bundle.train] == [y.tolist() for _, y in tv.train]
 
 
+def test_a_file_only_the_decoder_finds_broken_is_skipped_and_the_pass_goes_on(tmp_path) -> None:
+    """A JPEG whose header and end marker are fine but whose scan header is not: DALI's batch
+    fails, PIL confirms the file is bad, and the pass restarts at that batch without it."""
+    root = folder(tmp_path)
+    broken = root / "train" / "dog" / "3.JPEG"
+    data = bytearray(broken.read_bytes())
+    sos = data.index(b"\xff\xda")
+    data[sos + 5] = 9  # a component id the frame does not have
+    broken.write_bytes(bytes(data))
+    fields = dict(max_bad_images=0.2)
+    dali = build_data(data_cfg(root, **fields), batch_size=4, seed=2)
+    tv = build_data(data_cfg(root, loader="torchvision", **fields), batch_size=4, seed=2)
+    a, b = batches(dali.train), batches(tv.train)
+    assert [len(y) for _, y in a] == [4] * 6
+    assert [y.tolist() for _, y in a] == [y.tolist() for _, y in b]
+    assert list(dali.train.bad) == list(tv.train.bad) == [str(broken)]
+    assert "broken data stream" in dali.train.bad[str(broken)]
+
+
 def test_too_many_unreadable_images_stop_with_one_line(tmp_path) -> None:
     from .test_hostile_data import _damaged_tree
 

@@ -199,10 +199,10 @@ class DaliLoader:
             return len(self.sampler)
         return -(-len(self.sampler) // self.batch_size)
 
-    def _planned(self) -> Iterator[list[tuple[int, int]]]:
+    def _planned(self, start: int) -> Iterator[list[tuple[int, int]]]:
         """This pass's batches as (sample, augmentation seed) lists."""
         if self.train:
-            self.sampler.set_epoch(self.epoch, self.start)
+            self.sampler.set_epoch(self.epoch, start)
             yield from self.sampler
             return
         indices = list(self.sampler)
@@ -216,9 +216,10 @@ class DaliLoader:
         data = self.samples.read(i)
         return data, probe(data, self.samples.names[i])
 
-    def _host_batches(self, first: int = 0) -> Iterator[HostBatch]:
+    def _host_batches(self, start: int, first: int = 0) -> Iterator[HostBatch]:
+        """The pass from sample `start` of the epoch's order, from its batch `first` on."""
         n = len(self.samples)
-        for number, planned in enumerate(self._planned()):
+        for number, planned in enumerate(self._planned(start)):
             if number < first:
                 continue
             batch = HostBatch(number, [], [], [], [], [])
@@ -270,16 +271,16 @@ class DaliLoader:
         return build_pipeline(self)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
-        first = 0
+        start, self.start, first = self.start, 0, 0  # a resumed start: one pass only
         while True:
             try:
-                yield from self._pass(first)
+                yield from self._pass(start, first)
                 return
             except RuntimeError as err:  # DALI's decoder met a file PIL's header check let by
                 first = self._mark_failed_batch(err)
 
-    def _pass(self, first: int):
-        self._feed, self._pending = self._host_batches(first), deque()
+    def _pass(self, start: int, first: int):
+        self._feed, self._pending = self._host_batches(start, first), deque()
         if self._pipe is None or not self._clean:
             self._pipe = None  # a pass left half-way: its prefetched batches are stale
             self._pipe = self._build()
