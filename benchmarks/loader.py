@@ -17,6 +17,7 @@ images/s and the CPU cores the pass kept busy (process + worker CPU time / wall 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import time
@@ -116,14 +117,19 @@ def image_files(n: int, workers: int, repeats: int, batch: int = 64) -> dict:
             cores[key].clear()
         rates = interleaved({key: (lambda k=key: epoch(k)) for key in loaders}, repeats)
     base = rates["torchvision_folder"]
+    used = {k: sorted(v)[len(v) // 2] for k, v in cores.items()}
     return {
         "images": n,
         "image_size": "500x375 JPEG q90 -> 224 random-resized crop + flip, normalised",
         "batch_size": batch,
         "workers": workers,
         "images_per_s": rates,
-        "cpu_cores_used": {k: sorted(v)[len(v) // 2] for k, v in cores.items()},
+        "cpu_cores_used": used,
+        # on a shared machine the passes get what CPU is left: images per CPU second compares
+        # the pipelines' own cost
+        "images_per_cpu_second": {k: rates[k] / used[k] for k in rates},
         "ratio_vs_torchvision_folder": {k: v / base for k, v in rates.items()},
+        "load_average_1min": os.getloadavg()[0],
     }
 
 

@@ -33,13 +33,13 @@ def summary_rows(results: dict[str, dict]) -> list[str]:
         )
         if "image_files" in r:
             f = r["image_files"]
-            rates, cores = f["images_per_s"], f["cpu_cores_used"]
+            rates, per_cpu = f["images_per_s"], f["images_per_cpu_second"]
             for key in ("dali_folder", "torchvision_shards", "dali_shards"):
                 rows.append(
                     f"| {key.replace('_', ' ')} vs torchvision folder (500x375 JPEG -> 224 px, "
-                    f"images/s, {f['workers']} workers; CPU cores) | {rates[key]:,.0f} "
-                    f"({cores[key]:.1f} cores) | {rates['torchvision_folder']:,.0f} "
-                    f"({cores['torchvision_folder']:.1f} cores) | "
+                    f"{f['workers']} workers/threads; images/s, images per CPU second) | "
+                    f"{rates[key]:,.0f} ({per_cpu[key]:,.0f}) | "
+                    f"{rates['torchvision_folder']:,.0f} ({per_cpu['torchvision_folder']:,.0f}) | "
                     f"{f['ratio_vs_torchvision_folder'][key]:.2f}x | - | - |"
                 )
     if "trainer_overhead" in results:

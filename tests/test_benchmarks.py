@@ -24,6 +24,7 @@ def test_quick_benchmark_run_writes_json_and_summary(tmp_path, monkeypatch) -> N
     files = loader["image_files"]  # 500x375 JPEGs: torchvision folder vs DALI (CPU) and shards
     keys = {"torchvision_folder", "dali_folder", "torchvision_shards", "dali_shards"}
     assert set(files["images_per_s"]) == set(files["cpu_cores_used"]) == keys
+    assert set(files["images_per_cpu_second"]) == keys
     assert files["ratio_vs_torchvision_folder"]["dali_folder"] == pytest.approx(
         files["images_per_s"]["dali_folder"] / files["images_per_s"]["torchvision_folder"]
     )
