@@ -261,14 +261,30 @@ def test_dali_trains_a_folder_and_resumes_weight_for_weight(tmp_path) -> None:
     assert read_metrics(resumed)["val_top1"] == metrics["val_top1"]
 
 
+def _hard_folder(root, per_class: int = 30) -> None:
+    """Classes that differ by a little brightness under much noise: top-1 well below 100%, so
+    the two loaders' scores can differ."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, name in enumerate(("cat", "dog", "eel")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 200, (48, 56, 3)) + 14 * c
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.JPEG")
+
+
 @pytest.mark.slow
 def test_evaluation_parity_with_the_torchvision_loader(tmp_path) -> None:
-    """The same checkpoint scored through both loaders' validation: top-1 within one image."""
+    """The same checkpoint scored through both loaders' validation: top-1 within one image of
+    90, the loss within 1%."""
     from resnets.engine.steps import evaluate_model
     from resnets.models import build_model
 
-    write_image_folder(tmp_path / "data", per_class=30, size=48, splits=("train", "val"))
-    run = _run(tmp_path, "run", "trainer.epochs=3", "data.image_size=32", "trainer.batch_size=16")
+    _hard_folder(tmp_path / "data")
+    run = _run(tmp_path, "run", "data.image_size=32", "trainer.batch_size=16")
     model = build_model("resnet", num_classes=3, depth=8, stem="cifar")
     model.load_state_dict(load_checkpoint(run / "checkpoints/last.pt")["model"])
     scores = {}
@@ -276,9 +292,11 @@ def test_evaluation_parity_with_the_torchvision_loader(tmp_path) -> None:
         cfg = data_cfg(tmp_path / "data", loader=loader, image_size=32)
         val = build_data(cfg, batch_size=16).val
         scores[loader] = evaluate_model(model, val, torch.device("cpu"), "32")
-    assert scores["dali"]["n"] == scores["torchvision"]["n"] == 90
-    assert abs(scores["dali"]["top1"] - scores["torchvision"]["top1"]) <= 100 / 90 + 1e-6
-    assert abs(scores["dali"]["loss"] - scores["torchvision"]["loss"]) < 0.05
+    tv, dali = scores["torchvision"], scores["dali"]
+    assert dali["n"] == tv["n"] == 90
+    assert 40 < tv["top1"] < 95, tv  # a score that one image can move
+    assert abs(dali["top1"] - tv["top1"]) <= 100 / 90 + 1e-6, scores
+    assert abs(dali["loss"] - tv["loss"]) < 0.01 * tv["loss"], scores
 
 
 # ----------------------------------------------------------------------------- GPU (mixed)

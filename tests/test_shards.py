@@ -136,8 +136,11 @@ def test_bad_index_is_named(tmp_path, damage) -> None:
     _, dst = make(tmp_path)
     index = dst / "train" / INDEX
     damage(index)
-    with pytest.raises(ShardError, match=rf"^{index}: damaged shard index \(.+\); rebuild it"):
+    with pytest.raises(
+        ShardError, match=rf"^{index}: damaged shard index \(.+\); rebuild it"
+    ) as info:
         build_data(_cfg(dst), batch_size=4)
+    assert "allow_pickle" not in str(info.value)  # numpy's advice to load unsafely is not passed on
 
 
 def test_index_pointing_past_a_shard_is_named(tmp_path) -> None:

@@ -173,6 +173,8 @@ def _load_index(split_dir: Path) -> dict[str, np.ndarray]:
         raise ShardError(f"{path}: no shard index here; {REBUILD}") from err
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "pickle" in reason:  # numpy's advice to load it unsafely is not ours
+            reason = "not an .npz of plain arrays"
         raise ShardError(f"{path}: damaged shard index ({reason}); {REBUILD}") from err
     n = len(index["label"])
     if any(len(index[k]) != n for k in ("shard", "offset", "size", "name")):
