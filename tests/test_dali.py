@@ -272,7 +272,8 @@ def _hard_folder(root, per_class: int = 30) -> None:
         for c, name in enumerate(("cat", "dog", "eel")):
             (root / split / name).mkdir(parents=True)
             for i in range(per_class):
-                pixels = rng.integers(0, 200, (48, 56, 3)) + 14 * c
+                shift = 14 * c + rng.integers(-25, 26)  # overlapping classes
+                pixels = rng.integers(0, 200, (48, 56, 3)) + 25 + shift
                 Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.JPEG")
 
 
@@ -294,7 +295,7 @@ def test_evaluation_parity_with_the_torchvision_loader(tmp_path) -> None:
         scores[loader] = evaluate_model(model, val, torch.device("cpu"), "32")
     tv, dali = scores["torchvision"], scores["dali"]
     assert dali["n"] == tv["n"] == 90
-    assert 40 < tv["top1"] < 95, tv  # a score that one image can move
+    assert 35 < tv["top1"] < 95, tv  # above chance, below perfect: one image can move it
     assert abs(dali["top1"] - tv["top1"]) <= 100 / 90 + 1e-6, scores
     assert abs(dali["loss"] - tv["loss"]) < 0.01 * tv["loss"], scores
 
