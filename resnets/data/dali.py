@@ -79,10 +79,6 @@ class EncodedSamples:
             return f.read()
 
 
-def _reason(err: BaseException) -> UnreadableImage:
-    return err if isinstance(err, UnreadableImage) else UnreadableImage("?", err)
-
-
 def probe(data: bytes, name: str) -> Image.Image:
     """The image's header (a lazily opened PIL image: size, format), or UnreadableImage for a
     file DALI would fail on: not an image, a format DALI lacks, a JPEG cut short."""
