@@ -305,11 +305,12 @@ def test_evaluation_parity_with_the_torchvision_loader(tmp_path) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_mixed_decoder_matches_the_cpu_pipeline(tmp_path, dtype) -> None:
+    from torchvision.datasets import ImageFolder
+
     from resnets.data.dali import DaliLoader, EncodedSamples
-    from resnets.data.factory import _image_folder
 
     root = folder(tmp_path)
-    samples = EncodedSamples(_image_folder(root / "train"))
+    samples = EncodedSamples(ImageFolder(str(root / "train")))
     kw = dict(batch_size=4, train=True, seed=2, mean=(0.5,) * 3, std=(0.25,) * 3, size=16)
     cpu = list(DaliLoader(samples, **kw))
     gpu = list(DaliLoader(samples, device="cuda", dtype=dtype, **kw))

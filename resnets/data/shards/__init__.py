@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .bad_images import DECODE_ERRORS, UnreadableImage
-from .errors import DataError
+from ..bad_images import DECODE_ERRORS, UnreadableImage
+from ..errors import DataError
 
 INDEX = "index.npz"
 SPLITS = ("train", "val", "test")
@@ -311,7 +311,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = ShardFolder(Path(args.dst) / split)
         print(f"{split}: {len(folder)} images, {len(folder._paths)} shard(s) in {folder.root}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
