@@ -85,6 +85,7 @@ def image_files(n: int, workers: int, repeats: int, batch: int = 64) -> dict:
     from resnets.data import build_data
     from resnets.data.shards import write_shards
 
+    batch = min(batch, max(1, n // 4))  # a few whole batches at smoke sizes too
     with tempfile.TemporaryDirectory() as tmp:
         folder, shards = Path(tmp) / "folder", Path(tmp) / "shards"
         write_jpegs(folder, n, (500, 375))
