@@ -152,3 +152,25 @@ def bare_loop(
         optimizer.zero_grad(set_to_none=True)
 
     return BareLoop(data, model, device, settings["batch_size"], step)
+
+
+def write_jpegs(root: Path, n: int, size: tuple[int, int]) -> None:
+    """Photo-like JPEGs (smooth colour fields with grain) in 8 classes, quality 90, under
+    root/train, and one per class under root/val (a val split the bundle needs; not timed)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        folder = root / "train" / f"c{i % 8}"
+        folder.mkdir(parents=True, exist_ok=True)
+        coarse = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8))
+        smooth = np.asarray(coarse.resize(size, Image.BICUBIC), dtype=np.int16)
+        grain = rng.integers(-12, 12, smooth.shape, dtype=np.int16)
+        Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)).save(
+            folder / f"{i}.JPEG", quality=90
+        )
+    for c in range(8):
+        (root / "val" / f"c{c}").mkdir(parents=True, exist_ok=True)
+        src = next((root / "train" / f"c{c}").iterdir())
+        (root / "val" / f"c{c}" / src.name).write_bytes(src.read_bytes())

@@ -8,8 +8,11 @@
 - resnet18 with the CIFAR stem on 50,000 synthetic 32 px images (CIFAR-10's size), batch 512,
   trainer=gpu (compiled): seconds per steady training epoch, and the first epoch's separately.
 - gpu_decode: images/s of one epoch of an ImageFolder of JPEGs (500x375, ImageNet's commonest
-  size) decoded on the GPU against the worker path (PIL decoding in `--workers` processes), both
-  to normalised batches on the GPU.
+  size) decoded on the GPU against the worker path (PIL decoding in `--workers` processes), and
+  DALI (`data.loader=dali`: mixed decoder, crop fused, `--workers` threads) from the folder and
+  from its tar shards, all to normalised batches on the GPU.
+- dali_feed: ResNet-50 bf16 channels_last steps fed by DALI against the same steps on one
+  resident batch: the share of a step spent waiting for data (goal: under 5%).
 
     python -m benchmarks.gpu [--repeats 3] [--cpu-smoke]
 
@@ -35,7 +38,7 @@ from torch import nn
 
 from resnets.config import DataConfig
 
-from .common import bare_loop, interleaved, write_result
+from .common import bare_loop, interleaved, write_jpegs, write_result
 from .trainer_overhead import config
 
 
@@ -197,49 +200,45 @@ def cifar_resnet18_epoch(smoke: bool) -> dict:
     }
 
 
-def _write_jpegs(root: Path, n: int, size: tuple[int, int]) -> None:
-    """Photo-like JPEGs (smooth colour fields with grain) in 8 classes, quality 90."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        folder = root / "train" / f"c{i % 8}"
-        folder.mkdir(parents=True, exist_ok=True)
-        coarse = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8))
-        smooth = np.asarray(coarse.resize(size, Image.BICUBIC), dtype=np.int16)
-        grain = rng.integers(-12, 12, smooth.shape, dtype=np.int16)
-        Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)).save(
-            folder / f"{i}.JPEG", quality=90
-        )
-    for c in range(8):  # a val split the bundle needs; not timed
-        (root / "val" / f"c{c}").mkdir(parents=True, exist_ok=True)
-        src = next((root / "train" / f"c{c}").iterdir())
-        (root / "val" / f"c{c}" / src.name).write_bytes(src.read_bytes())
+def _folder_rate(loader, device: torch.device) -> float:
+    """images/s of the second of two epochs (the first warms workers, decoders, allocator)."""
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start, seen = time.perf_counter(), 0
+        for images, _ in loader:  # every path gives normalised float batches
+            images = images.to(device, non_blocking=True)
+            seen += len(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    return seen / elapsed
 
 
-def decode_rates(workers: int, smoke: bool) -> dict:
-    """One epoch of train batches, normalised on the device, after one warm-up epoch."""
+def decode_rates(root: Path, shards: Path, n: int, workers: int, smoke: bool) -> dict:
+    """One epoch of train batches, normalised on the device, after one warm-up epoch: the worker
+    path (PIL in `workers` processes), gpu_decode (nvJPEG), and DALI (mixed decoder with the
+    crop fused, `workers` threads) from the folder and from its tar shards."""
+    from resnets.data import build_data
     from resnets.data.factory import Batching, _folder_bundle
 
     device = torch.device("cpu" if smoke else "cuda")
-    n, batch = (16, 8) if smoke else (2048, 128)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        _write_jpegs(root, n, (500, 375))
+    batch = 8 if smoke else 128
 
-        def rate(gpu_decode: bool) -> float:
-            cfg = OmegaConf.merge(
-                OmegaConf.structured(DataConfig),
-                {
-                    "name": "imagefolder",
-                    "root": str(root),
-                    "image_size": 224,
-                    "gpu_decode": gpu_decode,
-                    "augment": {"hflip": True},
-                },
-            )
-            # _folder_bundle directly: build_data refuses gpu_decode off CUDA (the smoke run)
+    def rate(path: str) -> float:
+        fields = {
+            "name": "shards" if path == "dali_shards" else "imagefolder",
+            "root": str(shards if path == "dali_shards" else root),
+            "image_size": 224,
+            "gpu_decode": path == "gpu_decode",
+            "loader": "dali" if path.startswith("dali") else "torchvision",
+            "augment": {"hflip": True},
+        }
+        cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), fields)
+        if path.startswith("dali"):
+            bundle = build_data(cfg, batch_size=batch, num_workers=workers, device=device)
+        else:  # _folder_bundle directly: build_data refuses gpu_decode off CUDA (the smoke run)
             bundle = _folder_bundle(
                 cfg,
                 Batching(batch, eval_batch_size=batch),
@@ -247,27 +246,71 @@ def decode_rates(workers: int, smoke: bool) -> dict:
                 workers=workers,
                 split="val",
             )
-            loader = bundle.train
-            for epoch in range(2):  # the first warms the workers, nvJPEG and the allocator
-                loader.set_epoch(epoch)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start, seen = time.perf_counter(), 0
-                for images, _ in loader:  # both give normalised float batches
-                    images = images.to(device, non_blocking=True)
-                    seen += len(images)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                elapsed = time.perf_counter() - start
-            return seen / elapsed
+        return _folder_rate(bundle.train, device)
 
-        rates = interleaved({"gpu_decode": lambda: rate(True), "workers": lambda: rate(False)}, 1)
+    paths = ("gpu_decode", "workers", "dali", "dali_shards")
+    rates = interleaved({p: (lambda p=p: rate(p)) for p in paths}, 1)
     return {
         "images": n,
         "image_size": "500x375 JPEG q90 -> 224 random-resized crop + flip",
         "workers": workers,
         "images_per_s": rates,
         "ratio_gpu_decode_vs_workers": rates["gpu_decode"] / rates["workers"],
+        "ratio_dali_vs_workers": rates["dali"] / rates["workers"],
+    }
+
+
+def dali_feed(root: Path, threads: int, smoke: bool) -> dict:
+    """Does DALI keep up with ResNet-50 (bf16, channels_last) on one GPU with `threads` CPU
+    threads? Steps on DALI's float16 batches against the same steps on one resident batch: the
+    data wait is the share of the step the first takes longer (goal: under 5%)."""
+    from torchvision.datasets import ImageFolder
+
+    from resnets.data.dali import DaliLoader, EncodedSamples
+    from resnets.models import build_model
+
+    device = torch.device("cpu" if smoke else "cuda")
+    batch, size, name = (8, 64, "resnet18") if smoke else (128, 224, "resnet50")
+    samples = EncodedSamples(ImageFolder(str(root / "train")))
+    loader = DaliLoader(
+        samples, batch_size=batch, train=True, seed=0, mean=(0.45,) * 3, std=(0.225,) * 3,
+        size=size, device=device, workers=threads, dtype=torch.float32 if smoke else torch.float16,
+    )  # fmt: skip
+    model = build_model(name, num_classes=8).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    dtype = torch.float32 if smoke else torch.bfloat16
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=not smoke):
+            loss = nn.functional.cross_entropy(model(images).float(), labels.to(device))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def timed(batches: Callable[[], Iterator]) -> tuple[float, int]:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start, seen = time.perf_counter(), 0
+        for images, labels, _ in batches():
+            step(images, labels)
+            seen += len(labels)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, seen
+
+    loader.set_epoch(0)
+    resident = next(iter(loader))
+    timed(lambda: loader)  # warm-up: cuDNN autotuning, DALI's buffers
+    loader.set_epoch(1)
+    fed, seen = timed(lambda: loader)
+    alone, _ = timed(lambda: [resident] * (seen // batch))
+    return {
+        "model": name,
+        "batch_size": batch,
+        "dali_threads": threads,
+        "images_per_s": {"dali_fed": seen / fed, "resident_batch": seen / alone},
+        "data_wait_share": max(0.0, 1 - alone / fed),
+        "goal": "data wait under 5% of a step with <= 8 CPU threads",
     }
 
 
@@ -284,8 +327,16 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "resnet50": resnet50_figures(1 if smoke else args.repeats, smoke),
         "cifar_resnet18": cifar_resnet18_epoch(smoke),
-        "gpu_decode": decode_rates(0 if smoke else args.workers, smoke),
     }
+    with tempfile.TemporaryDirectory() as tmp:
+        from resnets.data.shards import write_shards
+
+        root, shards, n = Path(tmp) / "folder", Path(tmp) / "shards", 16 if smoke else 2048
+        write_jpegs(root, n, (500, 375))
+        write_shards(root, shards, 10**9)
+        workers = 0 if smoke else args.workers
+        result["gpu_decode"] = decode_rates(root, shards, n, workers, smoke)
+        result["dali_feed"] = dali_feed(root, max(workers, 1), smoke)
     if smoke:
         print(json.dumps(result, indent=2))
     else:

@@ -12,7 +12,7 @@ from . import export, gpu, loader, models, trainer_overhead
 from .common import machine, results_dir
 
 QUICK = {
-    "loader": ["--images", "2000", "--repeats", "1"],
+    "loader": ["--images", "2000", "--repeats", "1", "--jpegs", "32"],
     "trainer_overhead": ["--epochs", "1", "--fake-size", "512", "--repeats", "1"],
     "models": ["--repeats", "1", "--only", "resnet56"],
     "gpu": ["--repeats", "1"],
@@ -31,6 +31,17 @@ def summary_rows(results: dict[str, dict]) -> list[str]:
             f"{rates['torchvision_workers2']:,.0f} with 2 workers) | {r['ratio_same_workers']:.2f}x | "
             f"{r['target']} | {r['passed']} |"
         )
+        if "image_files" in r:
+            f = r["image_files"]
+            rates, per_cpu = f["images_per_s"], f["images_per_cpu_second"]
+            for key in ("dali_folder", "torchvision_shards", "dali_shards"):
+                rows.append(
+                    f"| {key.replace('_', ' ')} vs torchvision folder (500x375 JPEG -> 224 px, "
+                    f"{f['workers']} workers/threads; images/s, images per CPU second) | "
+                    f"{rates[key]:,.0f} ({per_cpu[key]:,.0f}) | "
+                    f"{rates['torchvision_folder']:,.0f} ({per_cpu['torchvision_folder']:,.0f}) | "
+                    f"{f['ratio_vs_torchvision_folder'][key]:.2f}x | - | - |"
+                )
     if "trainer_overhead" in results:
         r = results["trainer_overhead"]
         rates = r["images_per_s"]

@@ -82,7 +82,7 @@ class DataConfig:
     name: str = MISSING
     root: str | None = "data"  # null in conf/data/imagefolder.yaml: the user must name it
     download: bool = False
-    loader: str = "auto"  # auto | tensor | torchvision
+    loader: str = "auto"  # auto | tensor | torchvision | dali (resnets.data.factory.LOADERS)
     image_size: int = 32
     val_resize: int | None = None
     val_crop: int | None = None

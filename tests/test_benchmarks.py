@@ -21,6 +21,14 @@ def test_quick_benchmark_run_writes_json_and_summary(tmp_path, monkeypatch) -> N
     assert loader["ratio_same_workers"] == pytest.approx(
         rates["ours_workers0"] / rates["torchvision_workers0"]
     )
+    files = loader["image_files"]  # 500x375 JPEGs: torchvision folder vs DALI (CPU) and shards
+    keys = {"torchvision_folder", "dali_folder", "torchvision_shards", "dali_shards"}
+    assert set(files["images_per_s"]) == set(files["cpu_cores_used"]) == keys
+    assert set(files["images_per_cpu_second"]) == keys
+    assert files["ratio_vs_torchvision_folder"]["dali_folder"] == pytest.approx(
+        files["images_per_s"]["dali_folder"] / files["images_per_s"]["torchvision_folder"]
+    )
+    assert all(c > 0 for c in files["cpu_cores_used"].values())
     trainer = json.loads((tmp_path / "trainer_overhead.json").read_text())
     rates = trainer["images_per_s"]
     assert set(rates) == {"trainer", "bare_nchw", "bare_channels_last"}
@@ -54,3 +62,23 @@ def test_paper_resnet56_reference_has_the_papers_size() -> None:
     ours = build_model("resnet56", num_classes=10)
     count = sum(p.numel() for p in reference.parameters())
     assert count == sum(p.numel() for p in ours.parameters()) == 853_018
+
+
+@pytest.mark.slow
+def test_gpu_benchmarks_dali_and_shard_paths_run_on_the_cpu(tmp_path) -> None:
+    """benchmarks/gpu.py's DALI and shard paths at smoke sizes on the CPU (what the first GPU
+    run measures): every path yields batches and the figures are consistent."""
+    from benchmarks import gpu
+    from benchmarks.common import write_jpegs
+    from resnets.data.shards import write_shards
+
+    root, shards = tmp_path / "folder", tmp_path / "shards"
+    write_jpegs(root, 16, (500, 375))
+    write_shards(root, shards, 10**9)
+    rates = gpu.decode_rates(root, shards, 16, 0, smoke=True)
+    assert set(rates["images_per_s"]) == {"gpu_decode", "workers", "dali", "dali_shards"}
+    assert rates["ratio_dali_vs_workers"] == pytest.approx(
+        rates["images_per_s"]["dali"] / rates["images_per_s"]["workers"]
+    )
+    feed = gpu.dali_feed(root, 1, smoke=True)
+    assert feed["images_per_s"]["dali_fed"] > 0 and 0 <= feed["data_wait_share"] < 1

@@ -82,8 +82,11 @@ def test_every_precision_runs_or_is_refused_on_cpu(name: str) -> None:
 
 
 @pytest.mark.parametrize("loader", list(LOADERS))
-def test_every_loader_builds_batches(loader: str) -> None:
-    cfg = compose_train(["data=fake", f"data.loader={loader}", "data.fake_size=24"])
+def test_every_loader_builds_batches(loader: str, imagefolder_root) -> None:
+    data = ["data=fake", "data.fake_size=24"]
+    if loader == "dali":  # decodes image files only (an in-memory dataset is refused)
+        data = ["data=imagefolder", f"data.root={imagefolder_root}", "data.image_size=32"]
+    cfg = compose_train([*data, f"data.loader={loader}"])
     validate(cfg)
     bundle = build_data(cfg.data, batch_size=8, num_workers=0)
     images, labels = next(iter(bundle.train))
@@ -98,7 +101,7 @@ def test_every_loader_builds_batches(loader: str) -> None:
         ("sched.name=poly", SCHEDULERS),
         ("trainer.precision=fp8", PRECISIONS),
         ("data.name=mnist", ("digits", "cifar10", "cifar100", "fake", "imagenet")),
-        ("data.loader=dali", LOADERS),
+        ("data.loader=ffcv", LOADERS),
     ],
 )
 def test_refusal_lists_the_tables_keys(override: str, table) -> None:

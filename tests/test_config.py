@@ -110,7 +110,7 @@ def test_paper_resnet56_schedule() -> None:
         ("sched.name=poly", r"sched\.name='poly'.*cosine, step, multistep, onecycle, constant"),
         ("trainer.batch_size=0", r"trainer\.batch_size=0.*positive"),
         ("trainer.label_smoothing=1.5", r"trainer\.label_smoothing=1\.5.*\[0, 1\)"),
-        ("data.loader=dali", r"data\.loader='dali'.*auto, tensor, torchvision"),
+        ("data.loader=ffcv", r"data\.loader='ffcv'.*auto, tensor, torchvision, dali"),
     ],
 )
 def test_bad_values_name_field_and_accepted(override: str, pattern: str) -> None:

@@ -285,7 +285,11 @@ ARRAY_DATASETS: dict[str, Callable[[Mapping[str, Any]], ArrayDataset]] = {
     "cifar100": _cifar,
     "fake": _fake,
 }
-FOLDER_DATASETS: tuple[str, ...] = ("imagenet", "imagefolder")
+FOLDER_DATASETS: tuple[str, ...] = (
+    "imagenet",
+    "imagefolder",
+    "shards",
+)  # shards: resnets.data.shards
 
 
 def dataset_names() -> tuple[str, ...]:

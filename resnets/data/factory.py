@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from . import transforms as T
 from .bad_images import BadImageLoader, SkipUnreadable, collate_skipping, read_rgb
+from .dali import dali_loaders, refuse_in_memory, require_dali
 from .datasets import (
     ARRAY_DATASETS,
     FOLDER_DATASETS,
@@ -31,6 +32,7 @@ from .errors import DataError
 from .loaders import Loader, SamplerLoader, TensorLoader
 from .normalize import DeviceNormalized, Normalize
 from .repeated import check_repeats
+from .shards import ShardFolder, check_shard_config, is_shard_split
 
 NO_TEST_SPLIT = {
     "digits": "its validation images are a stratified data.val_fraction of the 1,797 digits",
@@ -152,10 +154,16 @@ def build_data(
         raise DataError(
             f"data.loader={loader!r} is not valid; accepted: auto, {', '.join(LOADERS)}"
         )
-    if loader != "torchvision" and name in FOLDER_DATASETS:
+    if loader not in FOLDER_LOADERS and name in FOLDER_DATASETS:
         raise DataError(
-            f"data.loader={loader!r} is not valid for data.name={name!r}; accepted: torchvision, auto"
+            f"data.loader={loader!r} is not valid for data.name={name!r}; accepted: "
+            f"{', '.join(FOLDER_LOADERS)}, auto"
         )
+    if loader == "dali":
+        require_dali()
+        if name not in FOLDER_DATASETS:
+            refuse_in_memory()
+    check_shard_config(cfg)
     batching = Batching(
         batch_size,
         eval_batch_size or batch_size,
@@ -375,7 +383,9 @@ def _torchvision_loaders(
 LOADERS: dict[str, Callable[..., tuple[Loader, Loader]]] = {
     "tensor": _tensor_loaders,
     "torchvision": _torchvision_loaders,
+    "dali": refuse_in_memory,  # image files only: resnets.data.dali, called from _folder_bundle
 }
+FOLDER_LOADERS = ("torchvision", "dali")  # what image folders and shards accept
 
 
 def _loader_options(cfg, workers: int) -> dict[str, Any]:
@@ -420,6 +430,8 @@ def _image_folder(root, transform=None):
     """An ImageFolder whose loader marks undecodable files; empty class folders stop here."""
     from torchvision.datasets import ImageFolder
 
+    if is_shard_split(root):  # data=shards: the same samples, read from tar shards
+        return ShardFolder(root, transform)
     try:
         return ImageFolder(str(root), transform=transform, loader=read_rgb)
     except FileNotFoundError as err:  # no class folders, or a class folder without images
@@ -453,6 +465,8 @@ def _eval_folder(root: str, train_folder, transform):
     missing there just has no samples; a class train does not know is refused."""
     from torchvision.datasets import ImageFolder
 
+    if is_shard_split(root):
+        return ShardFolder(root, transform, classes=train_folder.classes)
     mapping = train_folder.class_to_idx
     found = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
     unknown = [name for name in found if name not in mapping]
@@ -526,7 +540,22 @@ def _folder_bundle(
         classes = train_folder.classes
     _check_classes(cfg, len(classes))
     options = _loader_options(cfg, workers)
-    if cfg["gpu_decode"]:
+    if cfg["loader"] == "dali":  # resnets.data.dali: decoded and augmented by DALI
+        train, val = dali_loaders(
+            cfg,
+            train_set,
+            eval_set,
+            batching,
+            mean=mean,
+            std=std,
+            size=size,
+            val_resize=val_resize,
+            val_crop=val_crop,
+            device=device,
+            workers=workers,
+            where=(f"the train split of {root}", f"the {split} split of {root}"),
+        )
+    elif cfg["gpu_decode"]:
         train, val = device_decode_loaders(
             train_set,
             eval_set,
