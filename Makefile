@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e '.[dev,export]'
+	$(BIN)/python -m pip install -q -e '.[dev,export,dali]'
 	touch $(STAMP)
 
 train: setup
