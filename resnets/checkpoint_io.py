@@ -35,7 +35,16 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a resnets checkpoint safely; any problem becomes a CheckpointError naming the file."""
     path = Path(path)
-    state = load_weights_file(path, map_location)
+    return checked_checkpoint(path, load_weights_file(path, map_location))
+
+
+def is_checkpoint(loaded: Any) -> bool:
+    """Whether a loaded file is a resnets checkpoint (rather than bare weights)."""
+    return isinstance(loaded, dict) and "format_version" in loaded
+
+
+def checked_checkpoint(path: Path, state: Any) -> dict[str, Any]:
+    """A file's loaded contents checked as a resnets checkpoint (no second read of the file)."""
     if not isinstance(state, dict) or not all(k in state for k in REQUIRED_KEYS):
         keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(

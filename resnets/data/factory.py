@@ -28,6 +28,7 @@ from .datasets import (
 )
 from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, collate_encoded
 from .errors import DataError
+from .inference import inference_facts
 from .loaders import Loader, SamplerLoader, TensorLoader
 from .normalize import DeviceNormalized, Normalize
 from .repeated import check_repeats
@@ -55,21 +56,30 @@ class DataBundle:
     std: tuple[float, ...]
     train_size: int
     val_size: int
-    # validation geometry of an image file: shorter side resized to eval_resize, centre crop
-    # eval_crop (in-memory datasets are stored at their size, so both equal image_size)
+    # validation geometry: the shorter side resized to eval_resize, a centre crop of eval_crop
+    # (in-memory datasets: their stored size, so both are the identity on their own images),
+    # then, for an in-memory dataset stored at another size, the normalised batch upsampled
     eval_resize: int = 0
     eval_crop: int = 0
+    eval_upsample: int = 0
 
     def eval_preprocessing(self) -> dict[str, Any]:
-        """Exactly the validation preprocessing, as plain values (model.json, predict.py)."""
+        """Exactly the validation preprocessing, as plain values (resnets.data.inference)."""
+        crop = self.eval_crop or self.image_size
         return {
             "mode": "L" if self.in_chans == 1 else "RGB",
-            "resize": self.eval_resize or self.image_size,
-            "crop": self.eval_crop or self.image_size,
+            "resize": self.eval_resize or crop,
+            "crop": crop,
             "interpolation": "bilinear",
-            "mean": list(self.mean),
-            "std": list(self.std),
+            "mean": [float(m) for m in self.mean],
+            "std": [float(s) for s in self.std],
+            "upsample": self.eval_upsample or None,
+            "input_size": self.eval_upsample or crop,
         }
+
+    def inference_facts(self) -> dict[str, Any]:
+        """What predict.py and export.py need without the data (stored in checkpoints)."""
+        return inference_facts(self).to_dict()
 
 
 class TensorImageDataset(Dataset):
@@ -304,6 +314,9 @@ def _in_memory_bundle(
         std=std,
         train_size=len(arrays.train.labels),
         val_size=len(evaluated.labels),
+        eval_resize=stored,
+        eval_crop=stored,
+        eval_upsample=resize or 0,
     )
 
 

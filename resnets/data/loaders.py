@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .normalize import Normalize, upsample
 from .plan import EpochPlan, augment_generator, sample_seed
 from .repeated import repeated_order
 
@@ -197,9 +198,7 @@ class TensorLoader:
         self.drop_last = drop_last and train
         self.rank, self.world_size, self.accumulate = rank, world_size, accumulate
         self.plan = EpochPlan(len(labels), batch_size, accumulate, world_size, self.drop_last)
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(mean, device=device).view(shape) * 255
-        self.std = torch.tensor(std, device=device).view(shape) * 255
+        self.normalize = Normalize(mean, std, device)
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
@@ -257,12 +256,8 @@ class TensorLoader:
 
     def _finish(self, images: torch.Tensor) -> torch.Tensor:
         """Normalise (and resize to what pretrained weights expect, with `resize`)."""
-        images = (images.float() - self.mean) / self.std
-        if self.resize:
-            images = F.interpolate(
-                images, size=(self.resize, self.resize), mode="bilinear", antialias=False
-            )
-        return images
+        images = self.normalize(images)
+        return upsample(images, self.resize) if self.resize else images
 
     def generator(self) -> torch.Generator:
         """This epoch's augmentation generator, on the data's device."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint_io import CheckpointError, load_checkpoint, load_weights_file
+from ..checkpoint_io import CheckpointError, checked_checkpoint, is_checkpoint, load_weights_file
 from .errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -224,19 +224,11 @@ def _load_timm(tag: str, field: str, spec: str) -> Weights:
 # ----------------------------------------------------------------------------- files
 def state_from_file(path: Path, use_ema: bool) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Model weights from a resnets checkpoint (its `model`, or `ema`), a bare state dict, or a
-    {'state_dict': ...} file; also the checkpoint itself (None for bare weights)."""
+    {'state_dict': ...} file; also the checkpoint itself (None for bare weights). One read."""
     raw = load_weights_file(path)
-    if isinstance(raw, dict) and "format_version" in raw:
-        state = load_checkpoint(path)
-        if not use_ema:
-            return state["model"], state
-        if state.get("ema") is None:
-            raise CheckpointError(
-                path,
-                "use_ema=true but this checkpoint has no EMA weights (trainer.ema_decay was off)",
-            )
-        ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
-        return ema, state
+    if is_checkpoint(raw):
+        state = checked_checkpoint(Path(path), raw)
+        return (ema_weights(state, path) if use_ema else state["model"]), state
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]
     if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
@@ -246,6 +238,16 @@ def state_from_file(path: Path, use_ema: bool) -> tuple[dict[str, torch.Tensor],
             path, "use_ema=true needs a resnets checkpoint; this is a bare state dict"
         )
     return raw, None
+
+
+def ema_weights(state: dict, path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's EMA weights as a model state dict (or a one-line error without them)."""
+    if state.get("ema") is None:
+        raise CheckpointError(
+            path,
+            "use_ema=true but this checkpoint has no EMA weights (trainer.ema_decay was off)",
+        )
+    return {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
 
 
 # ----------------------------------------------------------------------------- one entry point

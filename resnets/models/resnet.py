@@ -85,7 +85,7 @@ class ResNet(nn.Module):
         groups: int = 1,
         width_per_group: int = 64,
         widen_factor: float = 1,
-        stem_width: int | None = None,
+        base_channels: int | None = None,
         attention: str = "none",
         stem: str = "auto",
         shortcut: str = "B",
@@ -93,7 +93,7 @@ class ResNet(nn.Module):
         stride_in_1x1: bool = False,
         drop_path_rate: float = 0.0,
         drop_rate: float = 0.0,
-        block_drop_rate: float = 0.0,
+        inner_dropout: float = 0.0,
         zero_init_residual: bool = False,
         num_classes: int = 1000,
         include_top: bool = True,
@@ -121,48 +121,48 @@ class ResNet(nn.Module):
                 value,
                 f"{1 if field == 'groups' else 64} with basic blocks (grouped width is a bottleneck setting)",
             )
-        if stem_width is not None and int(stem_width) < 1:
+        if base_channels is not None and int(base_channels) < 1:
             raise ModelError(
-                "stem_width", stem_width, "null (the stage table's) or a positive integer"
+                "base_channels", base_channels, "null (the stage table's) or a positive integer"
             )
         if widen_factor <= 0:
             raise ModelError("widen_factor", widen_factor, "a positive number")
         for field, value in (
             ("drop_path_rate", drop_path_rate),
             ("drop_rate", drop_rate),
-            ("block_drop_rate", block_drop_rate),
+            ("inner_dropout", inner_dropout),
         ):
             if not 0.0 <= value < 1.0:
                 raise ModelError(field, value, "a probability in [0, 1)")
         if radix and (block != "bottleneck" or preact):
             raise ModelError("radix", radix, "0 unless block is a post-activation bottleneck")
-        _check_block_fields(block, radix, attention, stride_in_1x1, block_drop_rate)
+        _check_block_fields(block, radix, attention, stride_in_1x1, inner_dropout)
         if shortcut == "A" and avg_down:
             raise ModelError("avg_down", avg_down, "false with shortcut A (it has no projection)")
 
         self.preact = preact
         self.stem_type = resolve_stem(stem, image_size)
         num_stages = len(layers)
-        stem_width = stem_width or (64 if num_stages == 4 else 16)
+        base_channels = base_channels or (64 if num_stages == 4 else 16)
         cls = block_class(block, preact, radix)
         opts = BlockOptions(
             groups=int(groups),
             width_per_group=int(width_per_group),
             attention=attention,
             stride_in_1x1=stride_in_1x1,
-            drop_rate=block_drop_rate,
+            drop_rate=inner_dropout,
             radix=radix,
         )
 
-        self._build_stem(in_chans, stem_width)
-        in_chs = stem_width
+        self._build_stem(in_chans, base_channels)
+        in_chs = base_channels
         stem_reduction = 1 if self.stem_type == "cifar" else 4
         self.feature_info = [
-            {"num_chs": stem_width, "reduction": stem_reduction, "module": "maxpool"}
+            {"num_chs": base_channels, "reduction": stem_reduction, "module": "maxpool"}
         ]
         total_blocks, block_index = sum(layers), 0
         for stage, num_blocks in enumerate(layers):
-            planes = int(stem_width * widen_factor * 2**stage)
+            planes = int(base_channels * widen_factor * 2**stage)
             blocks = []
             for i in range(num_blocks):
                 stride = 2 if stage > 0 and i == 0 else 1
@@ -313,15 +313,15 @@ class ResNet(nn.Module):
 
 
 def _check_block_fields(
-    block: str, radix: int, attention: str, stride_in_1x1: bool, block_drop_rate: float
+    block: str, radix: int, attention: str, stride_in_1x1: bool, inner_dropout: float
 ) -> None:
     """Refuse the fields the chosen block type has no place for, instead of dropping them."""
     if block == "basic" and stride_in_1x1:
         raise ModelError("stride_in_1x1", stride_in_1x1, "false for basic blocks (no 1x1 conv)")
-    if block != "basic" and block_drop_rate > 0:
+    if block != "basic" and inner_dropout > 0:
         raise ModelError(
-            "block_drop_rate",
-            block_drop_rate,
+            "inner_dropout",
+            inner_dropout,
             "0 for bottleneck blocks (it is Wide ResNet's dropout between a basic block's convs)",
         )
     if radix and attention != "none":
