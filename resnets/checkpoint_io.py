@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .messages import first_line
 from .renamed import upgrade_stored_config
 
 FORMAT_VERSION = 2  # 2: position in samples, per-rank generators, run settings
@@ -80,7 +81,7 @@ def _check_contents(path: Path, state: dict[str, Any]) -> None:
     try:
         config = OmegaConf.create(text) if isinstance(text, str) else None
     except Exception as err:  # OmegaConf raises yaml's and its own errors for malformed text
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err)
         raise CheckpointError(path, f"its stored config is not valid YAML ({reason})") from err
     name = OmegaConf.select(config, "model.name") if OmegaConf.is_dict(config) else None
     if not name or OmegaConf.select(config, "data.name") is None:

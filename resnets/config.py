@@ -378,6 +378,16 @@ def _validate_ranges(cfg: DictConfig) -> None:
             f"sched.warmup_epochs={s.warmup_epochs!r} is not valid with trainer.epochs="
             f"{cfg.trainer.epochs}; accepted: fewer warm-up epochs than training epochs"
         )
+    if s.name == "onecycle":
+        for name, why in (
+            ("warmup_epochs", "one-cycle rises over its first sched.pct_start of the steps"),
+            ("min_lr", "one-cycle ends at lr / (div_factor * final_div_factor)"),
+        ):
+            if s[name] != 0:
+                raise ConfigError(
+                    f"sched.{name}={s[name]!r} is not read by sched=onecycle ({why}); accepted "
+                    f"with onecycle: 0, or another schedule"
+                )
     # train.py trains a classifier: a backbone's feature maps have no loss to train on
     if m.include_top is False:
         raise ConfigError(

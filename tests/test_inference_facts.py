@@ -139,8 +139,8 @@ def folder_run(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("tree")
     write_image_folder(root, classes=CLASSES, per_class=6, size=30, splits=("train", "val"))
     photos = tmp_path_factory.mktemp("photos")
-    for i, path in enumerate(sorted((root / "val").rglob("*.png"))):
-        shutil.copy(path, photos / f"{i}.png")
+    for i, path in enumerate(sorted((root / "val").rglob("*.JPEG"))):
+        shutil.copy(path, photos / f"{i:02d}.jpg")
     run_dir = tmp_path_factory.mktemp("folder_run")
     cfg = compose_train(
         [

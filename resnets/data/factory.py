@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
+from ..messages import first_line
 from . import transforms as T
 from .bad_images import BadImageLoader, SkipUnreadable, collate_skipping, read_rgb
 from .datasets import (
@@ -283,6 +284,7 @@ def _in_memory_bundle(
     stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> DataBundle:
     check_arrays(arrays, cfg["name"])
+    _refuse_folder_fields(cfg)
     mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]), stats)
     evaluated = arrays.train if split == "train" else arrays.val
     _check_classes(cfg, len(arrays.class_names))
@@ -318,6 +320,28 @@ def _in_memory_bundle(
         eval_crop=stored,
         eval_upsample=resize or 0,
     )
+
+
+def _refuse_folder_fields(cfg) -> None:
+    """Image-file geometry that an in-memory dataset (stored at its size) would not read."""
+    from ..config import AugmentConfig  # as in with_schema_defaults: the one default
+
+    default_scale = list(AugmentConfig().random_resized_crop_scale)
+    for key, value, unset in (
+        ("val_resize", cfg["val_resize"], None),
+        ("val_crop", cfg["val_crop"], None),
+        (
+            "augment.random_resized_crop_scale",
+            list(cfg["augment"]["random_resized_crop_scale"]),
+            default_scale,
+        ),
+    ):
+        if value != unset:
+            raise DataError(
+                f"data.{key}={value!r} is not read by data={cfg['name']} (in memory, stored at "
+                f"its size; data.image_size sets the network's input); accepted: {unset!r}, or "
+                "an image-folder dataset"
+            )
 
 
 def _tensor_loaders(
@@ -436,7 +460,7 @@ def _image_folder(root, transform=None):
     try:
         return ImageFolder(str(root), transform=transform, loader=read_rgb)
     except FileNotFoundError as err:  # no class folders, or a class folder without images
-        raise DataError(f"{root}: {str(err).splitlines()[0]}") from err
+        raise DataError(f"{root}: {first_line(err)}") from err
 
 
 def _device_transforms(

@@ -27,6 +27,7 @@ from torchvision.transforms import v2
 from ..config import ConfigError
 from ..data.normalize import Normalize, upsample
 from ..data.transforms import folder_eval
+from ..messages import described
 from . import formats
 from .formats import MANIFEST
 
@@ -79,7 +80,7 @@ def skip_reason(err: Exception) -> str:
         return "not an image PIL can read"
     if isinstance(err, Image.DecompressionBombError):
         return f"too large ({err})"
-    return f"unreadable or corrupt ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    return f"unreadable or corrupt ({described(err)})"
 
 
 class ImageFiles(Dataset):
@@ -185,7 +186,7 @@ def from_exported(path: Path) -> Classifier:
         logits = formats.load(fmt, path)
     except Exception as err:
         raise PredictError(
-            f"model_file={str(path)!r}: cannot be loaded as {fmt} ({formats._first_line(err)})"
+            f"model_file={str(path)!r}: cannot be loaded as {fmt} ({described(err)})"
         ) from err
     return Classifier(names, pre, logits, None if dynamic else 1, weights)
 
@@ -195,7 +196,7 @@ def _onnx_metadata(path: Path) -> dict[str, Any]:
         return formats.onnx_metadata(path)
     except Exception as err:
         raise PredictError(
-            f"model_file={str(path)!r}: not a readable ONNX file ({formats._first_line(err)})"
+            f"model_file={str(path)!r}: not a readable ONNX file ({described(err)})"
         ) from err
 
 

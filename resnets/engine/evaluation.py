@@ -19,8 +19,10 @@ from torch import nn
 
 from ..config import ConfigError, check_renamed
 from ..data import DataBundle, build_data
+from ..data.datasets import FOLDER_DATASETS
 from ..data.inference import InferenceFacts, inference_facts
 from ..models import build_model_from_config
+from ..models.fit import load_state_strictly
 from ..models.pretrained import (
     ema_weights,
     parse_spec,
@@ -60,21 +62,8 @@ def merged_run_config(cfg: DictConfig, stored: DictConfig, overrides: Sequence[s
 
 
 def load_strict(model: nn.Module, weights: dict[str, torch.Tensor], path: Path, name: str) -> None:
-    """Load every key with matching shapes, or fail naming the first key that does not fit."""
-    try:
-        result = model.load_state_dict(weights, strict=False)
-    except RuntimeError as err:  # shapes differ
-        first = next(
-            (line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)
-        )
-        raise CheckpointError(path, f"does not match model {name!r}: {first}") from err
-    problems = []
-    if result.missing_keys:
-        problems.append(f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[0]})")
-    if result.unexpected_keys:
-        problems.append(
-            f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[0]})"
-        )
+    """Load every key with matching shapes, or fail naming what does not fit."""
+    problems = load_state_strictly(model, weights)
     if problems:
         raise CheckpointError(path, f"does not match model {name!r}: {'; '.join(problems)}")
 
@@ -127,7 +116,9 @@ def checkpoint_run(cfg: DictConfig, overrides: Sequence[str]) -> Restorable:
     run = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     run.model.pretrained, run.model.pretrained_ema = str(spec), False
     pre = preprocessing_for(str(run.model.name), str(spec), field="weights")
-    if pre is not None:  # score published weights with their own resize and crop
+    if pre is not None and run.data.name in FOLDER_DATASETS:
+        # score published weights with their own resize and crop (image files only: in-memory
+        # datasets are stored at their size)
         set_here = set(override_keys(overrides))
         for key, value in (("val_resize", pre.resize), ("val_crop", pre.crop)):
             if f"data.{key}" not in set_here:

@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from ..checkpoint_io import CheckpointError, checked_checkpoint, is_checkpoint, load_weights_file
+from ..messages import described
 from .errors import ModelError
+from .fit import load_state_strictly
 
 log = logging.getLogger(__name__)
 HEAD = "fc"  # the classifier's module name in every network of the registry
@@ -123,7 +125,7 @@ def _load_torchvision(member, field: str, spec: str) -> Weights:
     except Exception as err:  # a cached file that torch.load cannot read
         raise PretrainedError(
             f"{field}={spec!r}: cached weights file {path} is unreadable "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            f"({described(err)}); "
             "delete it to download it again"
         ) from err
     return Weights(dict(state), f"{spec} ({path})", _torchvision_preprocessing(member))
@@ -206,7 +208,7 @@ def _load_timm(tag: str, field: str, spec: str) -> Weights:
         # timm's own pretrained loading (its hub download and cache), into timm's own network
         state = timm.create_model(tag, pretrained=True).state_dict()
     except Exception as err:
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        reason = described(err)
         if path.parent.parent.name == "snapshots":
             where = (
                 f"place it at {path} and write the word main into "
@@ -355,23 +357,7 @@ def apply_weights(
                 ours,
                 theirs,
             )
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shapes differ
-        first_line = next(
-            (line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)
-        )
-        raise PretrainedError(
-            f"{weights.source}: does not match model {name!r}: {first_line}"
-        ) from err
-    missing = [k for k in result.missing_keys if k not in allowed_missing]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-    if result.unexpected_keys:
-        problems.append(
-            f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[0]})"
-        )
+    problems = load_state_strictly(model, state, allowed_missing)
     if problems:
         raise PretrainedError(
             f"{weights.source}: does not match model {name!r}: {'; '.join(problems)}"

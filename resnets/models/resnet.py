@@ -137,6 +137,7 @@ class ResNet(nn.Module):
         if radix and (block != "bottleneck" or preact):
             raise ModelError("radix", radix, "0 unless block is a post-activation bottleneck")
         _check_block_fields(block, radix, attention, stride_in_1x1, inner_dropout)
+        _check_unused_fields(radix, stride_in_1x1, preact, zero_init_residual)
         if shortcut == "A" and avg_down:
             raise ModelError("avg_down", avg_down, "false with shortcut A (it has no projection)")
 
@@ -326,6 +327,25 @@ def _check_block_fields(
         )
     if radix and attention != "none":
         raise ModelError("attention", attention, "none with radix > 0 (ResNeSt has no SE)")
+
+
+def _check_unused_fields(
+    radix: int, stride_in_1x1: bool, preact: bool, zero_init_residual: bool
+) -> None:
+    """Refuse the fields the network would build without reading (once accepted and ignored)."""
+    if radix and stride_in_1x1:
+        raise ModelError(
+            "stride_in_1x1",
+            stride_in_1x1,
+            "false with radix > 0 (a ResNeSt block downsamples after its split-attention conv)",
+        )
+    if preact and zero_init_residual:
+        raise ModelError(
+            "zero_init_residual",
+            zero_init_residual,
+            "false with preact=true (a pre-activation block ends in a convolution: there is no "
+            "last batch norm to start at zero)",
+        )
 
 
 def _check_choice(field: str, value: object, accepted: Sequence[str]) -> None:
