@@ -84,8 +84,8 @@ class BadImageLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
-        self.loader.set_epoch(epoch, skip_batches, start_sample)
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
+        self.loader.set_epoch(epoch, start_sample)
 
     def __getattr__(self, name: str) -> Any:  # sampler, dataset, ...
         return getattr(self.loader, name)

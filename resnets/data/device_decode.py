@@ -241,9 +241,9 @@ class DeviceDecodeLoader:
         self.epoch = 0
         self.cpu_decoded = 0  # images nvJPEG could not take, decoded on the CPU instead
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
         self.epoch = epoch
-        self.encoded.set_epoch(epoch, skip_batches, start_sample)
+        self.encoded.set_epoch(epoch, start_sample)
 
     def __len__(self) -> int:
         return len(self.encoded)
