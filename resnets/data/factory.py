@@ -521,46 +521,13 @@ def _folder_bundle(
     split: str,
     stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> DataBundle:
-    from sklearn.model_selection import train_test_split
-
-    root = str(cfg["root"])
     mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3, stats)
     aug, size = cfg["augment"], int(cfg["image_size"])
     val_resize, val_crop = T.eval_geometry(cfg, size)
     # workers end in uint8 tensors; the batch is normalised on `device` (normalize.py)
-    train_tf = T.folder_train(aug, size, mean)
-    eval_tf = T.folder_eval(val_resize, val_crop)
-    train_folder = _image_folder(image_folder_dir(root, "train"))
-    if not train_folder.samples:
-        raise DataError(f"data.root={root!r}: {root}/train holds no images")
-    held_out = "val" if split in ("val", "train") else "test"
-    has_dir = (Path(root) / held_out).is_dir()
-    if has_dir or cfg["name"] == "imagenet":
-        train_set = _image_folder(train_folder.root, transform=train_tf)
-        if split == "train":
-            eval_set = _image_folder(train_folder.root, transform=eval_tf)
-        else:
-            eval_set = _eval_folder(str(image_folder_dir(root, held_out)), train_folder, eval_tf)
-        classes = train_folder.classes
-    else:  # one tree: a fixed stratified split
-        targets = train_folder.targets
-        try:
-            train_idx, val_idx = train_test_split(
-                list(range(len(targets))),
-                test_size=float(cfg["val_fraction"]),
-                stratify=targets,
-                random_state=0,
-            )
-        except ValueError as err:  # e.g. a class with one image cannot be split stratified
-            raise DataError(
-                f"data.val_fraction={cfg['val_fraction']}: {root}/train cannot be split into "
-                f"train and val by class ({err}); add a val/ folder or more images"
-            ) from err
-        train_set = TransformedSubset(train_folder, train_idx, train_tf)
-        eval_set = TransformedSubset(
-            train_folder, train_idx if split == "train" else val_idx, eval_tf
-        )
-        classes = train_folder.classes
+    train_set, eval_set, classes = _folder_splits(
+        cfg, split, T.folder_train(aug, size, mean), T.folder_eval(val_resize, val_crop)
+    )
     _check_classes(cfg, len(classes))
     options = _loader_options(cfg, workers)
     if cfg["gpu_decode"]:
@@ -572,22 +539,8 @@ def _folder_bundle(
             device=device,
             **options,
         )
-    else:  # unreadable images are skipped and counted (bad_images.py)
-        train, val = loader_pair(
-            SamplerLoader,
-            SkipUnreadable(train_set, substitute=True),
-            SkipUnreadable(eval_set, substitute=False),
-            batching,
-            collate_fn=collate_skipping,
-            **options,
-        )
-        limit = float(cfg["max_bad_images"])
-        train = BadImageLoader(
-            train, size=len(train_set), max_fraction=limit, where=f"the train split of {root}"
-        )
-        val = BadImageLoader(
-            val, size=len(eval_set), max_fraction=limit, where=f"the {split} split of {root}"
-        )
+    else:
+        train, val = _skipping_loaders(cfg, split, train_set, eval_set, batching, options)
         normalize = Normalize(mean, std, device)
         train = DeviceNormalized(train, normalize, device)
         val = DeviceNormalized(val, normalize, device)
@@ -605,3 +558,59 @@ def _folder_bundle(
         eval_resize=val_resize,
         eval_crop=val_crop,
     )
+
+
+def _folder_splits(cfg, split: str, train_tf, eval_tf) -> tuple[Dataset, Dataset, list[str]]:
+    """(training set, evaluated set, class names) of an image-folder tree: its own val/ or test/
+    folder, or (without one) a fixed stratified split of train/."""
+    from sklearn.model_selection import train_test_split
+
+    root = str(cfg["root"])
+    train_folder = _image_folder(image_folder_dir(root, "train"))
+    if not train_folder.samples:
+        raise DataError(f"data.root={root!r}: {root}/train holds no images")
+    held_out = "val" if split in ("val", "train") else "test"
+    if (Path(root) / held_out).is_dir() or cfg["name"] == "imagenet":
+        train_set = _image_folder(train_folder.root, transform=train_tf)
+        if split == "train":
+            eval_set = _image_folder(train_folder.root, transform=eval_tf)
+        else:
+            eval_set = _eval_folder(str(image_folder_dir(root, held_out)), train_folder, eval_tf)
+        return train_set, eval_set, train_folder.classes
+    targets = train_folder.targets
+    try:
+        train_idx, val_idx = train_test_split(
+            list(range(len(targets))),
+            test_size=float(cfg["val_fraction"]),
+            stratify=targets,
+            random_state=0,
+        )
+    except ValueError as err:  # e.g. a class with one image cannot be split stratified
+        raise DataError(
+            f"data.val_fraction={cfg['val_fraction']}: {root}/train cannot be split into "
+            f"train and val by class ({err}); add a val/ folder or more images"
+        ) from err
+    train_set = TransformedSubset(train_folder, train_idx, train_tf)
+    eval_set = TransformedSubset(train_folder, train_idx if split == "train" else val_idx, eval_tf)
+    return train_set, eval_set, train_folder.classes
+
+
+def _skipping_loaders(cfg, split: str, train_set, eval_set, batching: Batching, options):
+    """Loaders that skip and count unreadable images (bad_images.py), up to data.max_bad_images."""
+    root = str(cfg["root"])
+    train, val = loader_pair(
+        SamplerLoader,
+        SkipUnreadable(train_set, substitute=True),
+        SkipUnreadable(eval_set, substitute=False),
+        batching,
+        collate_fn=collate_skipping,
+        **options,
+    )
+    limit = float(cfg["max_bad_images"])
+    train = BadImageLoader(
+        train, size=len(train_set), max_fraction=limit, where=f"the train split of {root}"
+    )
+    val = BadImageLoader(
+        val, size=len(eval_set), max_fraction=limit, where=f"the {split} split of {root}"
+    )
+    return train, val

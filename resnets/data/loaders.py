@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .normalize import Normalize, upsample
-from .plan import EpochPlan, augment_generator, sample_seed
+from .plan import EpochPlan, augment_generator, epoch_generator, sample_seed
 from .repeated import repeated_order
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -36,16 +36,6 @@ class Loader(Protocol):
     def __iter__(self) -> Iterator[Batch]: ...
 
     def set_epoch(self, epoch: int, start_sample: int = 0) -> None: ...
-
-
-def epoch_generator(
-    seed: int, epoch: int, salt: int = 0, device: torch.device | str = "cpu"
-) -> torch.Generator:
-    """A generator on `device` seeded by (seed, epoch, salt): a CUDA generator draws on the GPU,
-    so augmentation needs no host round trip; on the CPU the numbers are those of before."""
-    return torch.Generator(device=device).manual_seed(
-        (seed * 1_000_003 + epoch * 9_176 + salt) % 2**63
-    )
 
 
 def epoch_order(
