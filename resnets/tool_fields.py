@@ -33,6 +33,14 @@ def training_field_message(tool: str, override: str) -> str | None:
         return None  # a flag (-m, --cfg job) or a bare word
     key = override.split("=", 1)[0].lstrip("+~")
     schema = TOOL_SCHEMAS[tool]
+    if tool == "evaluate.py" and key == "trainer.precision":  # the one setting under another name
+        from .runtime import PRECISIONS
+
+        value = override.split("=", 1)[1] if "=" in override else None
+        return (
+            f"trainer.precision={value!r} is not an evaluate.py setting; use the top-level "
+            f"field: precision=<{'|'.join(PRECISIONS)}>"
+        )
     head, _, rest = key.partition(".")
     if head == "trainer":
         if rest and rest in _trainer_fields(schema):
