@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from resnets.config import register_eval_configs
+from resnets.tool_fields import refuse_training_fields
 
 register_eval_configs()
 
@@ -16,4 +17,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    refuse_training_fields("evaluate.py")  # one line, exit 2, before Hydra composes
     main()

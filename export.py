@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from resnets.config import register_export_configs
+from resnets.tool_fields import refuse_training_fields
 
 register_export_configs()
 
@@ -16,4 +17,5 @@ def main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
+    refuse_training_fields("export.py")  # one line, exit 2, before Hydra composes
     main()

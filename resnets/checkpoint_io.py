@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .messages import first_line
 from .renamed import upgrade_stored_config
 
 FORMAT_VERSION = 2  # 2: position in samples, per-rank generators, run settings
@@ -35,7 +36,16 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a resnets checkpoint safely; any problem becomes a CheckpointError naming the file."""
     path = Path(path)
-    state = load_weights_file(path, map_location)
+    return checked_checkpoint(path, load_weights_file(path, map_location))
+
+
+def is_checkpoint(loaded: Any) -> bool:
+    """Whether a loaded file is a resnets checkpoint (rather than bare weights)."""
+    return isinstance(loaded, dict) and "format_version" in loaded
+
+
+def checked_checkpoint(path: Path, state: Any) -> dict[str, Any]:
+    """A file's loaded contents checked as a resnets checkpoint (no second read of the file)."""
     if not isinstance(state, dict) or not all(k in state for k in REQUIRED_KEYS):
         keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(
@@ -71,7 +81,7 @@ def _check_contents(path: Path, state: dict[str, Any]) -> None:
     try:
         config = OmegaConf.create(text) if isinstance(text, str) else None
     except Exception as err:  # OmegaConf raises yaml's and its own errors for malformed text
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err)
         raise CheckpointError(path, f"its stored config is not valid YAML ({reason})") from err
     name = OmegaConf.select(config, "model.name") if OmegaConf.is_dict(config) else None
     if not name or OmegaConf.select(config, "data.name") is None:

@@ -26,7 +26,7 @@ class ModelConfig:
     width_per_group: int | None = None
     widen_factor: float | None = None
     # the stem's output channels and the first stage's planes (later stages double them)
-    stem_width: int | None = None
+    base_channels: int | None = None
     attention: str | None = None
     stem: str | None = None
     shortcut: str | None = None
@@ -34,7 +34,7 @@ class ModelConfig:
     stride_in_1x1: bool | None = None
     drop_path_rate: float | None = None  # stochastic depth, rising linearly to the last block
     drop_rate: float | None = None  # dropout before the classifier
-    block_drop_rate: float | None = None  # dropout between a basic block's convs (Wide ResNet)
+    inner_dropout: float | None = None  # dropout between a basic block's convs (Wide ResNet)
     zero_init_residual: bool | None = None
     include_top: bool | None = None
     in_chans: int | None = None
@@ -54,6 +54,8 @@ class ModelConfig:
     dropout: float | None = None
     block_dropout: float | None = None
     drop_path: float | None = None
+    stem_width: int | None = None
+    block_drop_rate: float | None = None
 
 
 @dataclass
@@ -422,6 +424,16 @@ def _validate_ranges(cfg: DictConfig) -> None:
             f"sched.warmup_epochs={s.warmup_epochs!r} is not valid with trainer.epochs="
             f"{cfg.trainer.epochs}; accepted: fewer warm-up epochs than training epochs"
         )
+    if s.name == "onecycle":
+        for name, why in (
+            ("warmup_epochs", "one-cycle rises over its first sched.pct_start of the steps"),
+            ("min_lr", "one-cycle ends at lr / (div_factor * final_div_factor)"),
+        ):
+            if s[name] != 0:
+                raise ConfigError(
+                    f"sched.{name}={s[name]!r} is not read by sched=onecycle ({why}); accepted "
+                    f"with onecycle: 0, or another schedule"
+                )
     # train.py trains a classifier: a backbone's feature maps have no loss to train on
     if m.include_top is False:
         raise ConfigError(
@@ -436,23 +448,43 @@ def _validate_ranges(cfg: DictConfig) -> None:
 
 
 @dataclass
+class ExportTrainerConfig:
+    """The trainer fields export.py reads: the validation loader of its parity check. Given on
+    the command line they replace the checkpoint's; every other trainer field is refused."""
+
+    batch_size: int = 256
+    eval_batch_size: int | None = None
+    workers: int = 0
+
+
+@dataclass
+class EvalTrainerConfig(ExportTrainerConfig):
+    """The trainer fields evaluate.py reads: its loader, device, layout and process group."""
+
+    workers: int = 2
+    device: str = "auto"  # auto | cpu | cuda
+    channels_last: bool | None = None
+    dist_backend: str = "auto"  # auto | nccl | gloo
+
+
+@dataclass
 class EvalConfig:
     """conf/evaluate.yaml: what to score and how; model/data/trainer fields given on the command
     line override the ones stored in the checkpoint."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: EvalTrainerConfig = field(default_factory=EvalTrainerConfig)
     ckpt: str | None = None
     weights: str | None = None
     sweep: str | None = None
     rescore: bool = True
     group_seeds: bool = True
     plots: bool = True
-    use_ema: bool = False
+    # auto: the weights whose top-1 chose best.pt (the checkpoint's best_by) | true (EMA) | false
+    use_ema: Any = "auto"
     tta: str = "none"  # none | flip
     precision: str = "32"
-    seed: int = 0
     output_dir: str | None = None
 
 
@@ -466,38 +498,39 @@ class ExportConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: ExportTrainerConfig = field(default_factory=ExportTrainerConfig)
     ckpt: str | None = None
     format: str = "onnx"  # onnx | torchscript | exported | all
-    use_ema: bool = False
+    use_ema: Any = "auto"  # auto (the checkpoint's best_by) | true | false
     dynamic_batch: bool = True
     opset: int | None = None
     output_dir: str | None = None
-    parity_data: str = "val"  # val | random
+    # auto: the checkpoint's validation images when the data is there, random ones otherwise
+    parity_data: str = "auto"  # auto | val | random
     parity_samples: int = 512
     tolerance: float = 1e-4
     latency: bool = True
     latency_repeats: int = 10
-    seed: int = 0
+    seed: int = 0  # the random parity images
 
 
 @dataclass
 class PredictConfig:
-    """conf/predict.yaml: a checkpoint or an exported ONNX file, and the images to classify."""
+    """conf/predict.yaml: a checkpoint or an exported ONNX file, and the images to classify.
+    The network and its preprocessing come from the checkpoint; `data.*` given on the command
+    line rebuilds them from the data config instead (and needs the data)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ckpt: str | None = None
     model_file: str | None = None
     images: str | None = None
-    use_ema: bool = False
+    use_ema: Any = "auto"  # auto (the checkpoint's best_by) | true | false
     topk: int | None = None  # null: 5, or every class when there are fewer
     batch_size: int = 32
     workers: int = 0
     output_dir: str | None = None
     progress: bool = True
-    seed: int = 0
 
 
 def register_export_configs() -> None:

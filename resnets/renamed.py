@@ -13,9 +13,13 @@ from typing import Any
 
 # model.<old> -> model.<new>: names that meant something else to users of timm and torchvision
 RENAMED_MODEL_FIELDS: dict[str, str] = {
-    "base_width": "stem_width",  # timm/torchvision's base_width is the per-group bottleneck width
+    "base_width": "base_channels",  # timm/torchvision's base_width is the per-group bottleneck width
+    # timm's stem_width is the deep stem's convolutions only; this one set every stage's width
+    "stem_width": "base_channels",
     "dropout": "drop_rate",  # dropout before the classifier (timm's drop_rate)
-    "block_dropout": "block_drop_rate",  # dropout between a block's two convs (Wide ResNet)
+    "block_dropout": "inner_dropout",  # dropout between a block's two convs (Wide ResNet)
+    # read like timm's drop_block_rate (DropBlock); it is plain dropout inside a block
+    "block_drop_rate": "inner_dropout",
     "drop_path": "drop_path_rate",  # stochastic depth of the last block (timm's drop_path_rate)
 }
 

@@ -168,7 +168,7 @@ def cpu_channels_last_hazard(model: torch.nn.Module) -> str | None:
 
     On torch 2.14 (CPU) the backward pass of a strided 1x1 convolution with 2 to 6 input channels
     in channels_last corrupts the heap (the process dies with "corrupted double-linked list");
-    NCHW is fine, and so are 1 or 7+ channels. Only toy widths (model.stem_width < 7) have one.
+    NCHW is fine, and so are 1 or 7+ channels. Only toy widths (model.base_channels < 7) have one.
     """
     for name, module in model.named_modules():
         if (

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from resnets.config import DataConfig
 from resnets.data import DataError, build_data
-from resnets.data.loaders import TensorLoader, random_crop, shard_indices
+from resnets.data.loaders import TensorLoader, crop, shard_indices
 
 from .conftest import write_cifar10, write_cifar100
 
@@ -130,7 +130,7 @@ def test_tensor_loader_is_identical_for_the_same_seed_and_resumes_exactly() -> N
     a = _loader(train=True, seed=5, crop_padding=2, hflip=True, cutout=2)
     b = _loader(train=True, seed=5, crop_padding=2, hflip=True, cutout=2)
     a.set_epoch(4)
-    b.set_epoch(4, skip_batches=2)
+    b.set_epoch(4, start_sample=2 * 16)  # after two batches of 16
     full, tail = list(a), list(b)
     assert len(full) == 6 and len(tail) == 4
     for (xa, ya), (xb, yb) in zip(full[2:], tail, strict=True):
@@ -143,7 +143,9 @@ def test_crop_offsets_and_flip_rate_match_torchvision_distribution() -> None:
     # image whose pixel value encodes its column, so the crop's x offset is readable
     cols = torch.arange(32, dtype=torch.uint8).view(1, 1, 1, 32).expand(n, 1, 32, 32)
     gen = torch.Generator().manual_seed(0)
-    cropped = random_crop(cols.contiguous() + 1, 4, gen)  # +1 so padding (0) is distinguishable
+    # the tensor loader's draw: offsets uniform in [0, 2 * padding], one crop per image
+    dy, dx = (torch.randint(0, 9, (n,), generator=gen) for _ in range(2))
+    cropped = crop(cols.contiguous() + 1, 4, dy, dx, None)  # +1: padding (0) is distinguishable
     # first column: value v means offset dx = 4 - (number of zero columns) ...
     left_pad = (cropped[:, 0, 16, :] == 0).int().argmin(dim=1)  # index of first non-pad column
     first_val = cropped[:, 0, 16, :].gather(1, left_pad[:, None]).squeeze(1).long() - 1
@@ -229,7 +231,7 @@ def test_torchvision_loader_same_interface(cifar10_root) -> None:
     batches = list(bundle.train)
     assert len(batches) == len(bundle.train) == 6
     assert batches[0][0].shape == (16, 3, 32, 32)
-    bundle.train.set_epoch(0, skip_batches=4)
+    bundle.train.set_epoch(0, start_sample=4 * 16)  # after four batches of 16
     tail = list(bundle.train)
     assert len(tail) == 2 and torch.equal(tail[0][1], batches[4][1])  # same sample order
 

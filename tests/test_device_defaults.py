@@ -60,7 +60,7 @@ TOY_WIDTH = [
     "model=resnet",
     "model.depth=8",
     "model.stem=cifar",
-    "model.stem_width=4",
+    "model.base_channels=4",
     "data=fake",
     "data.fake_size=40",
     "data.num_classes=4",
@@ -77,7 +77,7 @@ def test_toy_widths_are_the_only_cpu_channels_last_hazard() -> None:
     from resnets.models import build_model
     from resnets.runtime import cpu_channels_last_hazard
 
-    assert cpu_channels_last_hazard(build_model("resnet", 4, depth=8, stem_width=4)) == (
+    assert cpu_channels_last_hazard(build_model("resnet", 4, depth=8, base_channels=4)) == (
         "layer2.0.downsample.0"
     )
     for name in ("resnet20", "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet16_8"):

@@ -10,12 +10,12 @@ import torch
 from resnets.deploy import formats
 from resnets.models import build_model
 
-SMALL = {"num_classes": 10, "image_size": 16, "stem_width": 16}
+SMALL = {"num_classes": 10, "image_size": 16, "base_channels": 16}
 FAMILIES = {
     # split attention (softmax over the radix), deep stem and average-pool shortcuts
     "resnest": dict(layers=[1, 1, 1], block="bottleneck", radix=2, stem="deep", avg_down=True),
     "resnet_d": dict(layers=[1, 1, 1], block="bottleneck", stem="deep", avg_down=True),
-    "wide": dict(layers=[1, 1, 1], preact=True, widen_factor=2, stem="cifar", block_drop_rate=0.3),
+    "wide": dict(layers=[1, 1, 1], preact=True, widen_factor=2, stem="cifar", inner_dropout=0.3),
     "shortcut_a": dict(depth=8, stem="cifar", shortcut="A"),
     "v1_stride_in_1x1": dict(
         layers=[1, 1], block="bottleneck", stride_in_1x1=True, stem="imagenet"

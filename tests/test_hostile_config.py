@@ -39,7 +39,7 @@ REFUSED = {
     "in_chans": (["model.in_chans=3"], "model.in_chans=3"),
     "groups on basic": (["model.groups=4"], "model.groups=4"),
     "width on basic": (["model.width_per_group=128"], "model.width_per_group=128"),
-    "stem_width": (["model.stem_width=0"], "model.stem_width=0"),
+    "base_channels": (["model.base_channels=0"], "model.base_channels=0"),
     "warm-up longer": (["sched=cosine", "sched.warmup_epochs=5"], "sched.warmup_epochs=5"),
     "prefetch_factor": (["data.prefetch_factor=0"], "data.prefetch_factor=0"),
     "max_bad_images": (["data.max_bad_images=2"], "data.max_bad_images=2"),

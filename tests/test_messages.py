@@ -43,5 +43,5 @@ def test_resuming_with_another_model_says_what_differs(tmp_path) -> None:
     message = str(err.value)
     assert "\n" not in message and "does not fit model 'resnet':" in message
     assert "model.depth: checkpoint 8, this run 14" in message
-    assert "missing (e.g. layer1.1." in message
+    assert "missing keys (e.g. layer1.1." in message
     assert message.rstrip().endswith("(hydra.run.dir=...)")

@@ -17,8 +17,8 @@ def _dropouts(model: torch.nn.Module) -> list[float]:
 
 
 @pytest.mark.parametrize("name", ["resnet20", "resnet18", "preact_resnet18", "wide_resnet16_8"])
-def test_block_drop_rate_reaches_every_basic_block(name: str) -> None:
-    model = build_model(name, 10, block_drop_rate=0.3, image_size=32)
+def test_inner_dropout_reaches_every_basic_block(name: str) -> None:
+    model = build_model(name, 10, inner_dropout=0.3, image_size=32)
     blocks = [b for stage in model.stages() for b in stage]
     assert _dropouts(model) == [0.3] * len(blocks)
     # In training mode it really drops: two passes with different masks give different outputs.
@@ -30,8 +30,8 @@ def test_block_drop_rate_reaches_every_basic_block(name: str) -> None:
     assert torch.equal(model(x), model(x))
 
 
-def test_block_drop_rate_sits_between_the_two_convs_of_a_basic_block() -> None:
-    block = build_model("resnet20", 10, block_drop_rate=0.5).layer1[0]
+def test_inner_dropout_sits_between_the_two_convs_of_a_basic_block() -> None:
+    block = build_model("resnet20", 10, inner_dropout=0.5).layer1[0]
     order = [name for name, _ in block.named_children()]
     assert order.index("conv1") < order.index("dropout") < order.index("conv2")
 
@@ -41,11 +41,11 @@ def test_block_drop_rate_sits_between_the_two_convs_of_a_basic_block() -> None:
     [
         (
             "resnet50",
-            {"block_drop_rate": 0.2},
-            r"model\.block_drop_rate=0\.2.*0 for bottleneck blocks",
+            {"inner_dropout": 0.2},
+            r"model\.inner_dropout=0\.2.*0 for bottleneck blocks",
         ),
-        ("resnet20", {"block_drop_rate": 1.0}, r"model\.block_drop_rate=1\.0.*\[0, 1\)"),
-        ("resnet20", {"block_drop_rate": -0.1}, r"model\.block_drop_rate=-0\.1.*\[0, 1\)"),
+        ("resnet20", {"inner_dropout": 1.0}, r"model\.inner_dropout=1\.0.*\[0, 1\)"),
+        ("resnet20", {"inner_dropout": -0.1}, r"model\.inner_dropout=-0\.1.*\[0, 1\)"),
         ("resnest50d", {"attention": "se"}, r"model\.attention='se'.*none with radix > 0"),
         ("resnet18", {"stride_in_1x1": True}, r"model\.stride_in_1x1=True.*false for basic blocks"),
         ("resnet20", {"stride_in_1x1": True}, r"model\.stride_in_1x1=True.*false for basic blocks"),

@@ -163,6 +163,8 @@ def test_onnx_model_file_agrees_with_the_checkpoint(folder_run, tmp_path, capsys
         "interpolation": "bilinear",
         "mean": pytest.approx([0.485, 0.456, 0.406]),
         "std": pytest.approx([0.229, 0.224, 0.225]),
+        "upsample": None,
+        "input_size": 24,
     }
     assert manifest["class_names"] == list(CLASSES)
     images = str(root / "val" / "**" / "*.*")

@@ -24,7 +24,7 @@ FAST = [
     "model=resnet",
     "model.depth=8",
     "model.stem=cifar",
-    "model.stem_width=8",
+    "model.base_channels=8",
     "data=fake",
     "data.fake_size=40",
     "data.num_classes=4",
@@ -318,7 +318,7 @@ def test_augmentation_seeds_do_not_repeat_across_epochs_past_9176_batches() -> N
         hflip=True,
         cutout=2,
     )
-    loader.set_epoch(0, skip_batches=9_176)
+    loader.set_epoch(0, start_sample=9_176)  # batch 1, one process: batch 9,176
     late = torch.cat([x for x, _ in loader])
     assert len(late) == 24
     loader.set_epoch(1)

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
 
+from ..messages import first_line
 from .errors import DataError
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ MAX_SUBSTITUTES = 64  # a run of this many unreadable neighbours is past any san
 
 class UnreadableImage(Exception):
     def __init__(self, path: str, err: BaseException) -> None:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err)
         if isinstance(err, UnidentifiedImageError):  # its message repeats the file object
             reason = "cannot identify image file: not an image format PIL can decode"
         super().__init__(f"{path} ({reason})")
@@ -83,8 +84,8 @@ class BadImageLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
-        self.loader.set_epoch(epoch, skip_batches, start_sample)
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
+        self.loader.set_epoch(epoch, start_sample)
 
     def __getattr__(self, name: str) -> Any:  # sampler, dataset, ...
         return getattr(self.loader, name)

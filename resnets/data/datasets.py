@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..messages import first_line
 from .errors import DataError
 from .safe_pickle import load_data_pickle
 
@@ -198,7 +199,7 @@ def load_cifar(name: str, root: str, download: bool) -> ArrayDataset:
 
 def _reason(err: Exception) -> str:
     """One line: a refusal speaks for itself, anything else says it is corrupt."""
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    text = first_line(err)
     return text if text.startswith("refused") else f"is corrupt ({type(err).__name__}: {text})"
 
 

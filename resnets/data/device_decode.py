@@ -30,6 +30,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from .errors import DataError
+from .normalize import Normalize
 from .plan import mix_seeds
 
 log = logging.getLogger(__name__)
@@ -192,13 +193,11 @@ class BatchTransform:
         self.scale, self.ratio, self.hflip = tuple(scale), tuple(ratio), hflip
         self.auto_augment = auto_augment
         self.erasing = v2.RandomErasing(p=random_erasing) if random_erasing > 0 else None
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(mean, device=device).view(shape) * 255
-        self.std = torch.tensor(std, device=device).view(shape) * 255
+        self.normalize = Normalize(mean, std, device)
 
     def __call__(self, images: list[torch.Tensor], rng: random.Random) -> torch.Tensor:
         batch = self._train_crops(images, rng) if self.train else self._eval_crops(images)
-        batch = (batch.float() - self.mean) / self.std
+        batch = self.normalize(batch)
         if self.erasing is not None:
             batch = torch.stack([self.erasing(image) for image in batch])
         return batch
@@ -242,9 +241,9 @@ class DeviceDecodeLoader:
         self.epoch = 0
         self.cpu_decoded = 0  # images nvJPEG could not take, decoded on the CPU instead
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
         self.epoch = epoch
-        self.encoded.set_epoch(epoch, skip_batches, start_sample)
+        self.encoded.set_epoch(epoch, start_sample)
 
     def __len__(self) -> int:
         return len(self.encoded)

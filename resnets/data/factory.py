@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
+from ..messages import first_line
 from . import transforms as T
 from .bad_images import BadImageLoader, SkipUnreadable, collate_skipping, read_rgb
 from .dali import dali_loaders, refuse_in_memory, require_dali
@@ -29,6 +30,7 @@ from .datasets import (
 )
 from .device_decode import BatchTransform, DeviceDecodeLoader, EncodedImages, collate_encoded
 from .errors import DataError
+from .inference import inference_facts
 from .loaders import Loader, SamplerLoader, TensorLoader
 from .normalize import DeviceNormalized, Normalize
 from .repeated import check_repeats
@@ -57,21 +59,30 @@ class DataBundle:
     std: tuple[float, ...]
     train_size: int
     val_size: int
-    # validation geometry of an image file: shorter side resized to eval_resize, centre crop
-    # eval_crop (in-memory datasets are stored at their size, so both equal image_size)
+    # validation geometry: the shorter side resized to eval_resize, a centre crop of eval_crop
+    # (in-memory datasets: their stored size, so both are the identity on their own images),
+    # then, for an in-memory dataset stored at another size, the normalised batch upsampled
     eval_resize: int = 0
     eval_crop: int = 0
+    eval_upsample: int = 0
 
     def eval_preprocessing(self) -> dict[str, Any]:
-        """Exactly the validation preprocessing, as plain values (model.json, predict.py)."""
+        """Exactly the validation preprocessing, as plain values (resnets.data.inference)."""
+        crop = self.eval_crop or self.image_size
         return {
             "mode": "L" if self.in_chans == 1 else "RGB",
-            "resize": self.eval_resize or self.image_size,
-            "crop": self.eval_crop or self.image_size,
+            "resize": self.eval_resize or crop,
+            "crop": crop,
             "interpolation": "bilinear",
-            "mean": list(self.mean),
-            "std": list(self.std),
+            "mean": [float(m) for m in self.mean],
+            "std": [float(s) for s in self.std],
+            "upsample": self.eval_upsample or None,
+            "input_size": self.eval_upsample or crop,
         }
+
+    def inference_facts(self) -> dict[str, Any]:
+        """What predict.py and export.py need without the data (stored in checkpoints)."""
+        return inference_facts(self).to_dict()
 
 
 class TensorImageDataset(Dataset):
@@ -281,6 +292,7 @@ def _in_memory_bundle(
     stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> DataBundle:
     check_arrays(arrays, cfg["name"])
+    _refuse_folder_fields(cfg)
     mean, std = _stats(cfg, arrays.mean, arrays.std, int(arrays.train.images.shape[1]), stats)
     evaluated = arrays.train if split == "train" else arrays.val
     _check_classes(cfg, len(arrays.class_names))
@@ -312,7 +324,32 @@ def _in_memory_bundle(
         std=std,
         train_size=len(arrays.train.labels),
         val_size=len(evaluated.labels),
+        eval_resize=stored,
+        eval_crop=stored,
+        eval_upsample=resize or 0,
     )
+
+
+def _refuse_folder_fields(cfg) -> None:
+    """Image-file geometry that an in-memory dataset (stored at its size) would not read."""
+    from ..config import AugmentConfig  # as in with_schema_defaults: the one default
+
+    default_scale = list(AugmentConfig().random_resized_crop_scale)
+    for key, value, unset in (
+        ("val_resize", cfg["val_resize"], None),
+        ("val_crop", cfg["val_crop"], None),
+        (
+            "augment.random_resized_crop_scale",
+            list(cfg["augment"]["random_resized_crop_scale"]),
+            default_scale,
+        ),
+    ):
+        if value != unset:
+            raise DataError(
+                f"data.{key}={value!r} is not read by data={cfg['name']} (in memory, stored at "
+                f"its size; data.image_size sets the network's input); accepted: {unset!r}, or "
+                "an image-folder dataset"
+            )
 
 
 def _tensor_loaders(
@@ -435,7 +472,7 @@ def _image_folder(root, transform=None):
     try:
         return ImageFolder(str(root), transform=transform, loader=read_rgb)
     except FileNotFoundError as err:  # no class folders, or a class folder without images
-        raise DataError(f"{root}: {str(err).splitlines()[0]}") from err
+        raise DataError(f"{root}: {first_line(err)}") from err
 
 
 def _device_transforms(
@@ -498,46 +535,13 @@ def _folder_bundle(
     split: str,
     stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> DataBundle:
-    from sklearn.model_selection import train_test_split
-
-    root = str(cfg["root"])
     mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3, stats)
     aug, size = cfg["augment"], int(cfg["image_size"])
     val_resize, val_crop = T.eval_geometry(cfg, size)
     # workers end in uint8 tensors; the batch is normalised on `device` (normalize.py)
-    train_tf = T.folder_train(aug, size, mean)
-    eval_tf = T.folder_eval(val_resize, val_crop)
-    train_folder = _image_folder(image_folder_dir(root, "train"))
-    if not train_folder.samples:
-        raise DataError(f"data.root={root!r}: {root}/train holds no images")
-    held_out = "val" if split in ("val", "train") else "test"
-    has_dir = (Path(root) / held_out).is_dir()
-    if has_dir or cfg["name"] == "imagenet":
-        train_set = _image_folder(train_folder.root, transform=train_tf)
-        if split == "train":
-            eval_set = _image_folder(train_folder.root, transform=eval_tf)
-        else:
-            eval_set = _eval_folder(str(image_folder_dir(root, held_out)), train_folder, eval_tf)
-        classes = train_folder.classes
-    else:  # one tree: a fixed stratified split
-        targets = train_folder.targets
-        try:
-            train_idx, val_idx = train_test_split(
-                list(range(len(targets))),
-                test_size=float(cfg["val_fraction"]),
-                stratify=targets,
-                random_state=0,
-            )
-        except ValueError as err:  # e.g. a class with one image cannot be split stratified
-            raise DataError(
-                f"data.val_fraction={cfg['val_fraction']}: {root}/train cannot be split into "
-                f"train and val by class ({err}); add a val/ folder or more images"
-            ) from err
-        train_set = TransformedSubset(train_folder, train_idx, train_tf)
-        eval_set = TransformedSubset(
-            train_folder, train_idx if split == "train" else val_idx, eval_tf
-        )
-        classes = train_folder.classes
+    train_set, eval_set, classes = _folder_splits(
+        cfg, split, T.folder_train(aug, size, mean), T.folder_eval(val_resize, val_crop)
+    )
     _check_classes(cfg, len(classes))
     options = _loader_options(cfg, workers)
     if cfg["loader"] == "dali":  # resnets.data.dali: decoded and augmented by DALI
@@ -564,22 +568,8 @@ def _folder_bundle(
             device=device,
             **options,
         )
-    else:  # unreadable images are skipped and counted (bad_images.py)
-        train, val = loader_pair(
-            SamplerLoader,
-            SkipUnreadable(train_set, substitute=True),
-            SkipUnreadable(eval_set, substitute=False),
-            batching,
-            collate_fn=collate_skipping,
-            **options,
-        )
-        limit = float(cfg["max_bad_images"])
-        train = BadImageLoader(
-            train, size=len(train_set), max_fraction=limit, where=f"the train split of {root}"
-        )
-        val = BadImageLoader(
-            val, size=len(eval_set), max_fraction=limit, where=f"the {split} split of {root}"
-        )
+    else:
+        train, val = _skipping_loaders(cfg, split, train_set, eval_set, batching, options)
         normalize = Normalize(mean, std, device)
         train = DeviceNormalized(train, normalize, device)
         val = DeviceNormalized(val, normalize, device)
@@ -597,3 +587,59 @@ def _folder_bundle(
         eval_resize=val_resize,
         eval_crop=val_crop,
     )
+
+
+def _folder_splits(cfg, split: str, train_tf, eval_tf) -> tuple[Dataset, Dataset, list[str]]:
+    """(training set, evaluated set, class names) of an image-folder tree: its own val/ or test/
+    folder, or (without one) a fixed stratified split of train/."""
+    from sklearn.model_selection import train_test_split
+
+    root = str(cfg["root"])
+    train_folder = _image_folder(image_folder_dir(root, "train"))
+    if not train_folder.samples:
+        raise DataError(f"data.root={root!r}: {root}/train holds no images")
+    held_out = "val" if split in ("val", "train") else "test"
+    if (Path(root) / held_out).is_dir() or cfg["name"] == "imagenet":
+        train_set = _image_folder(train_folder.root, transform=train_tf)
+        if split == "train":
+            eval_set = _image_folder(train_folder.root, transform=eval_tf)
+        else:
+            eval_set = _eval_folder(str(image_folder_dir(root, held_out)), train_folder, eval_tf)
+        return train_set, eval_set, train_folder.classes
+    targets = train_folder.targets
+    try:
+        train_idx, val_idx = train_test_split(
+            list(range(len(targets))),
+            test_size=float(cfg["val_fraction"]),
+            stratify=targets,
+            random_state=0,
+        )
+    except ValueError as err:  # e.g. a class with one image cannot be split stratified
+        raise DataError(
+            f"data.val_fraction={cfg['val_fraction']}: {root}/train cannot be split into "
+            f"train and val by class ({err}); add a val/ folder or more images"
+        ) from err
+    train_set = TransformedSubset(train_folder, train_idx, train_tf)
+    eval_set = TransformedSubset(train_folder, train_idx if split == "train" else val_idx, eval_tf)
+    return train_set, eval_set, train_folder.classes
+
+
+def _skipping_loaders(cfg, split: str, train_set, eval_set, batching: Batching, options):
+    """Loaders that skip and count unreadable images (bad_images.py), up to data.max_bad_images."""
+    root = str(cfg["root"])
+    train, val = loader_pair(
+        SamplerLoader,
+        SkipUnreadable(train_set, substitute=True),
+        SkipUnreadable(eval_set, substitute=False),
+        batching,
+        collate_fn=collate_skipping,
+        **options,
+    )
+    limit = float(cfg["max_bad_images"])
+    train = BadImageLoader(
+        train, size=len(train_set), max_fraction=limit, where=f"the train split of {root}"
+    )
+    val = BadImageLoader(
+        val, size=len(eval_set), max_fraction=limit, where=f"the {split} split of {root}"
+    )
+    return train, val

@@ -1,5 +1,4 @@
-"""Two loaders with one interface: `__len__`, `__iter__` and `set_epoch(epoch, skip_batches=0,
-start_sample=None)`.
+"""Two loaders with one interface: `__len__`, `__iter__` and `set_epoch(epoch, start_sample=0)`.
 
 TensorLoader keeps a whole uint8 dataset on the training device and augments each batch with a
 few batched tensor ops (airbench's idea): no workers, no per-sample Python. SamplerLoader wraps a
@@ -20,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .plan import EpochPlan, augment_generator, sample_seed
+from .normalize import Normalize, upsample
+from .plan import EpochPlan, augment_generator, epoch_generator, sample_seed
 from .repeated import repeated_order
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -35,19 +35,7 @@ class Loader(Protocol):
 
     def __iter__(self) -> Iterator[Batch]: ...
 
-    def set_epoch(
-        self, epoch: int, skip_batches: int = 0, start_sample: int | None = None
-    ) -> None: ...
-
-
-def epoch_generator(
-    seed: int, epoch: int, salt: int = 0, device: torch.device | str = "cpu"
-) -> torch.Generator:
-    """A generator on `device` seeded by (seed, epoch, salt): a CUDA generator draws on the GPU,
-    so augmentation needs no host round trip; on the CPU the numbers are those of before."""
-    return torch.Generator(device=device).manual_seed(
-        (seed * 1_000_003 + epoch * 9_176 + salt) % 2**63
-    )
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None: ...
 
 
 def epoch_order(
@@ -98,19 +86,6 @@ def shard_size(n: int, *, rank: int, world_size: int, even: bool, chunk: int = 1
     rounds = n // (chunk * world_size)
     tail = n - rounds * chunk * world_size
     return rounds * chunk + tail // world_size
-
-
-def random_crop(
-    images: torch.Tensor, padding: int, gen: torch.Generator, hflip: bool = False
-) -> torch.Tensor:
-    """Zero-pad by `padding`, take one random crop per image and mirror about half of them (with
-    `hflip`), all in a single gather over the flattened pixels: one pass, contiguous output."""
-    b = images.shape[0]
-    device = images.device  # `gen` lives there too: every draw and index stays on the device
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=device)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=device)
-    flip = torch.rand(b, generator=gen, device=device) < 0.5 if hflip else None
-    return crop(images, padding, dy, dx, flip)
 
 
 def crop(
@@ -197,18 +172,13 @@ class TensorLoader:
         self.drop_last = drop_last and train
         self.rank, self.world_size, self.accumulate = rank, world_size, accumulate
         self.plan = EpochPlan(len(labels), batch_size, accumulate, world_size, self.drop_last)
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(mean, device=device).view(shape) * 255
-        self.std = torch.tensor(std, device=device).view(shape) * 255
+        self.normalize = Normalize(mean, std, device)
         self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
         """The next pass yields epoch `epoch` from sample `start_sample` of its permutation
-        (or from this rank's batch `skip_batches` of an epoch cut in whole batches)."""
-        self.epoch = epoch
-        self.start = skip_batches * self.batch_size * self.world_size
-        if start_sample is not None:
-            self.start = start_sample
+        (all ranks' samples counted)."""
+        self.epoch, self.start = epoch, start_sample
 
     def _plan(self) -> list[tuple[int, int]]:
         return self.plan.rank_micro_batches(self.rank, self.start)
@@ -257,12 +227,8 @@ class TensorLoader:
 
     def _finish(self, images: torch.Tensor) -> torch.Tensor:
         """Normalise (and resize to what pretrained weights expect, with `resize`)."""
-        images = (images.float() - self.mean) / self.std
-        if self.resize:
-            images = F.interpolate(
-                images, size=(self.resize, self.resize), mode="bilinear", antialias=False
-            )
-        return images
+        images = self.normalize(images)
+        return upsample(images, self.resize) if self.resize else images
 
     def generator(self) -> torch.Generator:
         """This epoch's augmentation generator, on the data's device."""
@@ -290,52 +256,31 @@ class TensorLoader:
         return images
 
 
-class EpochSampler(Sampler[int]):
-    """DistributedSampler's contract (seeded per-epoch order, shards) plus resuming mid-epoch.
+class EvalShards(Sampler[int]):
+    """One rank's evaluation samples: rank, rank + W, rank + 2W, ... of the split, the same
+    every epoch. DistributedSampler pads shards with repeated samples; this does not, so summing
+    counts over ranks counts every sample once."""
 
-    DistributedSampler pads evaluation shards with repeated samples and cannot start mid-epoch;
-    this sampler does neither."""
+    def __init__(self, n: int, *, rank: int, world_size: int) -> None:
+        self.n, self.rank, self.world_size = n, rank, world_size
 
-    def __init__(
-        self,
-        n: int,
-        *,
-        shuffle: bool,
-        seed: int,
-        rank: int,
-        world_size: int,
-        even: bool,
-        chunk: int = 1,
-    ) -> None:
-        self.n, self.shuffle, self.seed = n, shuffle, seed
-        self.rank, self.world_size, self.even, self.chunk = rank, world_size, even, chunk
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int, skip_samples: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip_samples
-
-    def _indices(self) -> torch.Tensor:
-        return shard_indices(
-            self.n,
-            shuffle=self.shuffle,
-            seed=self.seed,
-            epoch=self.epoch,
-            rank=self.rank,
-            world_size=self.world_size,
-            even=self.even,
-            chunk=self.chunk,
-        )
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
+        """Evaluation always reads the whole split in one order."""
 
     def __len__(self) -> int:
-        size = shard_size(
-            self.n, rank=self.rank, world_size=self.world_size, even=self.even, chunk=self.chunk
-        )
-        return size - self.skip
+        return shard_size(self.n, rank=self.rank, world_size=self.world_size, even=False)
 
     def __iter__(self) -> Iterator[int]:
-        indices = self._indices()[self.skip :].tolist()
-        self.skip = 0
-        return iter(indices)
+        indices = shard_indices(
+            self.n,
+            shuffle=False,
+            seed=0,
+            epoch=0,
+            rank=self.rank,
+            world_size=self.world_size,
+            even=False,
+        )
+        return iter(indices.tolist())
 
 
 class PlannedBatches(Sampler[list[tuple[int, int]]]):
@@ -435,9 +380,7 @@ class SamplerLoader:
             )
             batching = dict(batch_sampler=self.sampler)
         else:
-            self.sampler = EpochSampler(
-                len(dataset), shuffle=False, seed=seed, rank=rank, world_size=world_size, even=False
-            )
+            self.sampler = EvalShards(len(dataset), rank=rank, world_size=world_size)
             batching = dict(batch_size=batch_size, sampler=self.sampler)
         self.generator = torch.Generator()
         self.seed = seed
@@ -453,10 +396,9 @@ class SamplerLoader:
         )
         self.dataset = dataset
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
-        """As TensorLoader.set_epoch (training loaders)."""
-        start = skip_batches * self.batch_size * self.world_size
-        self.sampler.set_epoch(epoch, start if start_sample is None else start_sample)
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
+        """As TensorLoader.set_epoch (training loaders; evaluation keeps one order)."""
+        self.sampler.set_epoch(epoch, start_sample)
         # workers' own seeds follow (seed, epoch); augmentation does not use them
         self.generator.manual_seed(int(epoch_generator(self.seed, epoch, salt=7).initial_seed()))
 

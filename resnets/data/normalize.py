@@ -1,10 +1,11 @@
-"""uint8 batches from loader workers -> normalised float batches on the training device.
+"""The one normalisation of uint8 images, and the one upsampling of normalised ones.
 
-Image-folder workers end their pipelines in uint8 CHW tensors: a quarter of float32's bytes to
-collate, send between processes, pin and copy to the device. The device then normalises the whole
-batch at once after the copy (x / 255, minus mean, over std), with its mean/std tensors made once.
-The numbers equal the former per-image ToDtype(float32, scale=True) + Normalize up to float
-rounding (tests/test_data_uint8.py).
+Every loader ends in uint8 images (a quarter of float32's bytes to collate, send between
+processes, pin and copy) and normalises them where they are used, with this class: in-memory
+batches on the device, image-folder batches after the copy, device-decoded batches, per-sample
+torchvision pipelines, and predict.py's single images. One arithmetic everywhere, so a picture
+gives the same float32 numbers on every path: (x - 255 mean) / (255 std), the constants rounded
+to float32 once.
 """
 
 from __future__ import annotations
@@ -13,28 +14,34 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 
 class Normalize:
-    """uint8 images (CHW or NCHW) -> float32 (x / 255 - mean) / std, on the images' device."""
+    """uint8 images (CHW or NCHW) -> float32 (x - 255 mean) / (255 std), on the images' device."""
 
     def __init__(
         self, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu"
     ) -> None:
-        mean_t = torch.tensor(mean, dtype=torch.float64).view(-1, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float64).view(-1, 1, 1)
-        # one multiply and one subtract a pixel; folded in float64 so the constants round once
-        self.scale = (1.0 / (255.0 * std_t)).float().to(device)
-        self.shift = (mean_t / std_t).float().to(device)
+        self.mean = (torch.tensor(mean, dtype=torch.float32) * 255).view(-1, 1, 1).to(device)
+        self.std = (torch.tensor(std, dtype=torch.float32) * 255).view(-1, 1, 1).to(device)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8:
             raise TypeError(f"expected uint8 images from the loader, got {images.dtype}")
-        scale, shift = self.scale, self.shift
-        if scale.device != images.device:  # a CPU batch on a CUDA normaliser, or the reverse
-            scale, shift = scale.to(images.device), shift.to(images.device)
+        mean, std = self.mean, self.std
+        if mean.device != images.device:  # a CPU batch on a CUDA normaliser, or the reverse
+            mean, std = mean.to(images.device), std.to(images.device)
         images = images.as_subclass(torch.Tensor)  # a tv_tensors.Image of one picture
-        return images.to(torch.float32).mul_(scale).sub_(shift)
+        return (images.float() - mean) / std
+
+
+def upsample(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Normalised images (CHW or NCHW) to `size` px square: bilinear, not antialiased (an
+    in-memory dataset stored smaller than data.image_size, e.g. CIFAR for ImageNet weights)."""
+    batch = images if images.dim() == 4 else images.unsqueeze(0)
+    out = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=False)
+    return out if images.dim() == 4 else out.squeeze(0)
 
 
 class DeviceNormalized:
@@ -47,8 +54,8 @@ class DeviceNormalized:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
-        self.loader.set_epoch(epoch, skip_batches, start_sample)
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
+        self.loader.set_epoch(epoch, start_sample)
 
     def __getattr__(self, name: str) -> Any:  # bad, sampler, dataset, ...
         return getattr(self.loader, name)

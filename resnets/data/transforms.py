@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torchvision.transforms import v2
 
 from .errors import DataError
+from .normalize import Normalize
 
 AUTO_AUGMENT = ("autoaugment", "trivialaugment", "randaugment")
 
@@ -28,8 +28,9 @@ def _auto_augment(name: str | None) -> list[v2.Transform]:
     ]
 
 
-def _to_normalized(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+def _to_normalized(mean: Sequence[float], std: Sequence[float]) -> list:
+    # the one normalisation (resnets.data.normalize): the tensor loader's numbers exactly
+    return [v2.ToImage(), Normalize(mean, std)]
 
 
 def _erasing(p: float) -> list[v2.Transform]:

@@ -1,7 +1,7 @@
 """export.py's job: checkpoint -> files in deployment formats, each checked against eager.
 
 The network and its data are rebuilt exactly as evaluate.py does (`checkpoint_run`,
-`restore_model_and_data`); each written file is loaded back through its own runtime and must
+`restore_model`); each written file is loaded back through its own runtime and must
 give the eager logits within `tolerance` on real validation images, or the run exits 1 with the
 file kept and marked failed in model.json.
 """
@@ -22,20 +22,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import ConfigError
-from ..engine.evaluation import checkpoint_run, restore_model_and_data
+from ..data import DataError
+from ..engine.evaluation import restore_data
 from . import formats, parity
+from .restore import Restored, restore_for_inference
 
 log = logging.getLogger(__name__)
-PARITY_DATA = ("val", "random")
+PARITY_DATA = ("auto", "val", "random")
 MANIFEST = formats.MANIFEST
-
-
-def cpu_only(run: DictConfig) -> DictConfig:
-    """Exports and predictions run on the CPU: a run that decoded JPEGs on its GPU decodes here
-    with the same transforms on the CPU."""
-    if run.data.get("gpu_decode"):
-        run.data.gpu_decode = False
-    return run
 
 
 def sha256_of(path: Path) -> str:
@@ -88,11 +82,11 @@ def check_export_config(cfg: DictConfig) -> list[str]:
     return wanted
 
 
-def export_dir_for(cfg: DictConfig, ckpt: Path) -> Path:
+def export_dir_for(cfg: DictConfig, ckpt: Path, ema: bool) -> Path:
     if cfg.get("output_dir"):
         return Path(cfg.output_dir)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return run_dir / ("export-ema" if cfg.use_ema else "export")
+    return run_dir / ("export-ema" if ema else "export")
 
 
 def export_checkpoint(cfg: DictConfig, overrides: Sequence[str]) -> tuple[dict, Path]:
@@ -101,88 +95,33 @@ def export_checkpoint(cfg: DictConfig, overrides: Sequence[str]) -> tuple[dict, 
     Raises ConfigError/CheckpointError/DataError/ModelError for bad input before writing.
     """
     wanted = check_export_config(cfg)
-    source, weights, state, run = checkpoint_run(cfg, overrides)
-    model, data = restore_model_and_data(cpu_only(run), weights, source, device=torch.device("cpu"))
-    model.eval()
-    pre = data.eval_preprocessing()
-    shape = (data.in_chans, pre["crop"], pre["crop"])
-    out = export_dir_for(cfg, source)
+    restored = restore_for_inference(cfg, overrides)
+    pre = restored.facts.preprocessing
+    inputs, parity_data = parity_images(cfg, restored)
+    out = export_dir_for(cfg, Path(restored.source), restored.scored.ema)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = _manifest_base(cfg, run, data, pre, source, state)
+    manifest = _manifest_base(restored)
     manifest_path = out / MANIFEST
     previous = _read_previous(manifest_path, manifest["source"]["sha256"])
     manifest["exports"] = previous.get("exports", {})
-    inputs = parity.parity_inputs(
-        data.val if cfg.parity_data == "val" else None, int(cfg.parity_samples), shape, cfg.seed
-    )
-    eager = parity.eager_logits(model)
     onnx_metadata = {
-        "class_names": json.dumps(data.class_names),
+        "class_names": json.dumps(restored.facts.class_names),
         "preprocessing": json.dumps(pre),
-        "architecture": str(run.model.name),
+        "architecture": str(restored.run.model.name),
         "source_sha256": manifest["source"]["sha256"],
+        "weights": restored.scored.label,
     }
+    eager = parity.eager_logits(restored.model)
     for fmt in wanted:
         path = out / formats.FILE_NAMES[fmt]
         entry: dict[str, Any] = {"file": path.name, "format": fmt}
-        entry.update(
-            {"dynamic_batch": bool(cfg.dynamic_batch), "opset": cfg.opset}
-            if fmt == "onnx"
-            else {"dynamic_batch": bool(cfg.dynamic_batch)}
-        )
-        manifest["exports"][fmt] = entry
-        start = time.perf_counter()
-        log.info("%s: exporting %s", fmt, path)
-        try:
-            formats.write(
-                fmt,
-                model,
-                path,
-                in_chans=data.in_chans,
-                size=pre["crop"],
-                dynamic_batch=bool(cfg.dynamic_batch),
-                opset=cfg.opset,
-                metadata=onnx_metadata,
-            )
-        except formats.ExportError as err:
-            entry.update(status="failed", failure=str(err))
-            log.error("%s", err)
-            _write_manifest(manifest_path, manifest)
-            continue
-        entry["export_seconds"] = round(time.perf_counter() - start, 2)
-        entry["bytes"] = path.stat().st_size
+        entry["dynamic_batch"] = bool(cfg.dynamic_batch)
         if fmt == "onnx":
-            entry["opset"] = formats.onnx_opset(path)
-        exported = formats.load(fmt, path)
-        batch = 32 if cfg.dynamic_batch else 1
-        log.info(
-            "%s: written in %.1f s; parity on %d %s images",
-            fmt,
-            entry["export_seconds"],
-            len(inputs),
-            cfg.parity_data,
-        )
-        report = parity.compare(
-            eager,
-            exported,
-            inputs,
-            batch=batch,
-            tolerance=float(cfg.tolerance),
-            progress=parity_progress(fmt, len(inputs)),
-        )
-        report["tolerance"] = float(cfg.tolerance)
-        report["data"] = str(cfg.parity_data)
-        report.update(_latency(cfg, fmt, eager, exported, shape))
-        entry["parity"] = report
-        if report["passed"]:
-            entry["status"] = "passed"
-        else:
-            entry["status"] = "failed"
-            entry["failure"] = report.get("reason") or (
-                f"output {formats.OUTPUT_NAME!r} differs from eager: max abs diff "
-                f"{report['max_abs_diff']:.3g} > tolerance {cfg.tolerance:g} "
-                f"(top-1 agreement {report['top1_agreement']:.2f}% over {report['samples']} images)"
-            )
+            entry["opset"] = cfg.opset
+        manifest["exports"][fmt] = entry
+        written = _write_format(cfg, fmt, restored, path, entry, onnx_metadata)
+        if written:
+            entry.update(_check_format(cfg, fmt, path, eager, inputs, parity_data, pre))
         _write_manifest(manifest_path, manifest)
     return manifest, manifest_path
 
@@ -215,28 +154,109 @@ def _latency(cfg: DictConfig, fmt: str, eager, exported, shape) -> dict:
     return {"latency_ms_per_image": table}
 
 
-def _manifest_base(cfg, run, data, pre, source: Path, state: dict | None) -> dict:
+def parity_images(cfg: DictConfig, restored: Restored) -> tuple[torch.Tensor, str]:
+    """(images the exported files are compared on, "val" or "random"). `auto` takes the
+    validation images when the data is there and random ones (logged) when it is not."""
+    facts, data = restored.facts, restored.data
+    shape = (facts.in_chans, *(2 * [int(facts.preprocessing["input_size"])]))
+    kind = str(cfg.parity_data)
+    if kind != "random" and data is None:
+        try:
+            data = restore_data(restored.run, device=torch.device("cpu"))
+        except DataError as err:
+            if kind == "val":
+                raise
+            log.warning(
+                "parity_data=auto: the validation data is not there (%s); random images", err
+            )
+            kind = "random"
+    kind = "val" if kind == "auto" else kind
+    loader = data.val if kind == "val" and data is not None else None
+    return parity.parity_inputs(loader, int(cfg.parity_samples), shape, cfg.seed), kind
+
+
+def _write_format(cfg, fmt: str, restored: Restored, path: Path, entry: dict, metadata) -> bool:
+    """Write one file; a failed export is recorded in `entry` (the run goes on to the next)."""
+    start = time.perf_counter()
+    log.info("%s: exporting %s", fmt, path)
+    try:
+        formats.write(
+            fmt,
+            restored.model,
+            path,
+            in_chans=restored.facts.in_chans,
+            size=int(restored.facts.preprocessing["input_size"]),
+            dynamic_batch=bool(cfg.dynamic_batch),
+            opset=cfg.opset,
+            metadata=metadata,
+        )
+    except formats.ExportError as err:
+        entry.update(status="failed", failure=str(err))
+        log.error("%s", err)
+        return False
+    entry["export_seconds"] = round(time.perf_counter() - start, 2)
+    entry["bytes"] = path.stat().st_size
+    log.info("%s: written in %.1f s (%d bytes)", fmt, entry["export_seconds"], entry["bytes"])
+    if fmt == "onnx":
+        entry["opset"] = formats.onnx_opset(path)
+    return True
+
+
+def _check_format(cfg, fmt, path: Path, eager, inputs, parity_data: str, pre) -> dict[str, Any]:
+    """Load the file back through its runtime: parity with eager, latency, pass or fail."""
+    exported = formats.load(fmt, path)
+    batch = 32 if cfg.dynamic_batch else 1
+    log.info("%s: parity on %d %s images", fmt, len(inputs), parity_data)
+    report = parity.compare(
+        eager,
+        exported,
+        inputs,
+        batch=batch,
+        tolerance=float(cfg.tolerance),
+        progress=parity_progress(fmt, len(inputs)),
+    )
+    report["tolerance"] = float(cfg.tolerance)
+    report["data"] = parity_data
+    report.update(_latency(cfg, fmt, eager, exported, tuple(inputs.shape[1:])))
+    if report["passed"]:
+        return {"parity": report, "status": "passed"}
+    failure = report.get("reason") or (
+        f"output {formats.OUTPUT_NAME!r} differs from eager: max abs diff "
+        f"{report['max_abs_diff']:.3g} > tolerance {cfg.tolerance:g} "
+        f"(top-1 agreement {report['top1_agreement']:.2f}% over {report['samples']} images)"
+    )
+    return {"parity": report, "status": "failed", "failure": failure}
+
+
+def _manifest_base(restored: Restored) -> dict:
+    run, facts, state = restored.run, restored.facts, restored.state
+    pre, source, size = (
+        facts.preprocessing,
+        Path(restored.source),
+        facts.preprocessing["input_size"],
+    )
     model_cfg = {
         k: v for k, v in OmegaConf.to_container(run.model, resolve=True).items() if v is not None
     }
     return {
         "architecture": {"name": str(run.model.name), "config": model_cfg},
-        "num_classes": data.num_classes,
-        "class_names": list(data.class_names),
+        "num_classes": facts.num_classes,
+        "class_names": list(facts.class_names),
         "input": {
-            "shape": ["batch", data.in_chans, pre["crop"], pre["crop"]],
+            "shape": ["batch", facts.in_chans, size, size],
             "dtype": "float32",
             "layout": "NCHW",
             "name": formats.INPUT_NAME,
         },
-        "output": {"name": formats.OUTPUT_NAME, "shape": ["batch", data.num_classes]},
+        "output": {"name": formats.OUTPUT_NAME, "shape": ["batch", facts.num_classes]},
         "preprocessing": pre,
-        "data": {"name": str(run.data.name), "image_size": data.image_size},
+        "data": {"name": str(run.data.name), "image_size": facts.image_size},
         "source": {
             "checkpoint": str(source.resolve()),
             "sha256": sha256_of(source),
             "step": int(state["step"]) if state else None,
-            "use_ema": bool(cfg.use_ema),
+            "use_ema": restored.scored.ema,
+            "weights": restored.scored.describe(),
         },
         "versions": versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -258,13 +278,9 @@ def _write_manifest(path: Path, manifest: dict) -> None:
     tmp.replace(path)
 
 
-def read_manifest(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
 def format_report(manifest: dict, formats_written: Sequence[str]) -> str:
     """One block per format: file, status, max diff, agreement, latency (eager vs exported)."""
-    lines = []
+    lines = [f"weights: {manifest['source'].get('weights', 'raw')}"]
     for fmt in formats_written:
         entry = manifest["exports"][fmt]
         lines.append(f"{fmt}: {entry['file']}  [{entry['status']}]")

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..messages import described
+
 FORMATS = ("onnx", "torchscript", "exported")
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model_torchscript.pt", "exported": "model.pt2"}
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -98,9 +100,7 @@ def write(
             else:
                 raise ValueError(fmt)
     except Exception as err:
-        raise ExportError(
-            f"format={fmt}: export failed{_operator(err)}: {_first_line(err)}"
-        ) from err
+        raise ExportError(f"format={fmt}: export failed{_operator(err)}: {described(err)}") from err
     if fmt == "onnx" and metadata:
         set_onnx_metadata(path, metadata)
 
@@ -115,11 +115,6 @@ def onnx_opset(path: Path) -> int | None:
 def _operator(err: Exception) -> str:
     found = re.search(r"aten(?:::|\.)\w+(?:\.\w+)?", str(err))
     return f" at operator {found.group(0).replace('.', '::', 1)}" if found else ""
-
-
-def _first_line(err: Exception) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()  # no terminal colours
-    return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
 def set_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:

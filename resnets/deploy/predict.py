@@ -8,6 +8,7 @@ validation uses, so a file gives the logits evaluate.py computes for it.
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import json
 import logging
@@ -24,8 +25,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from ..config import ConfigError
-from ..data.normalize import Normalize
+from ..data.normalize import Normalize, upsample
 from ..data.transforms import folder_eval
+from ..messages import described
 from . import formats
 from .formats import MANIFEST
 
@@ -55,10 +57,13 @@ def list_files(pattern: str) -> list[Path]:
 
 
 def image_transform(pre: dict[str, Any]):
-    """PIL image in `pre['mode']` -> normalised CHW tensor, exactly the validation transform
-    (uint8 geometry, then the normalisation the loaders apply to a batch on the device)."""
-    normalize = Normalize(pre["mean"], pre["std"])
-    return v2.Compose([folder_eval(int(pre["resize"]), int(pre["crop"])), normalize])
+    """PIL image in `pre['mode']` -> normalised CHW tensor, exactly the validation pipeline:
+    uint8 geometry, the loaders' normalisation, then (an in-memory dataset stored at another
+    size) the loaders' upsampling of the normalised image (resnets.data.inference)."""
+    steps = [folder_eval(int(pre["resize"]), int(pre["crop"])), Normalize(pre["mean"], pre["std"])]
+    if pre.get("upsample"):  # absent in model.json files written before it was recorded
+        steps.append(functools.partial(upsample, size=int(pre["upsample"])))
+    return v2.Compose(steps)
 
 
 def read_image(path: Path, mode: str) -> Image.Image:
@@ -75,7 +80,7 @@ def skip_reason(err: Exception) -> str:
         return "not an image PIL can read"
     if isinstance(err, Image.DecompressionBombError):
         return f"too large ({err})"
-    return f"unreadable or corrupt ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    return f"unreadable or corrupt ({described(err)})"
 
 
 class ImageFiles(Dataset):
@@ -104,9 +109,12 @@ def _collate(items):
 class Classifier:
     """Class names, preprocessing and a logits function, from a checkpoint or an exported file."""
 
-    def __init__(self, class_names: list[str], pre: dict[str, Any], logits, batch: int | None):
+    def __init__(
+        self, class_names: list[str], pre: dict[str, Any], logits, batch: int | None, weights: str
+    ):
         self.class_names, self.preprocessing, self.logits = class_names, pre, logits
         self.fixed_batch = batch  # an export without a dynamic batch takes this many images
+        self.weights = weights  # which weights: "EMA weights (use_ema=auto: ...)"
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.fixed_batch:
@@ -116,13 +124,18 @@ class Classifier:
 
 def from_checkpoint(cfg: DictConfig, overrides: Sequence[str]) -> Classifier:
     # only this path imports the network code; an exported file needs none of it
-    from ..engine.evaluation import checkpoint_run, restore_model_and_data
-    from .export import cpu_only
     from .parity import eager_logits
+    from .restore import restore_for_inference
 
-    source, weights, _state, run = checkpoint_run(cfg, overrides)
-    model, data = restore_model_and_data(cpu_only(run), weights, source, device=torch.device("cpu"))
-    return Classifier(list(data.class_names), data.eval_preprocessing(), eager_logits(model), None)
+    restored = restore_for_inference(cfg, overrides)
+    facts = restored.facts
+    return Classifier(
+        list(facts.class_names),
+        dict(facts.preprocessing),
+        eager_logits(restored.model),
+        None,
+        restored.scored.describe(),
+    )
 
 
 def from_exported(path: Path) -> Classifier:
@@ -137,7 +150,7 @@ def from_exported(path: Path) -> Classifier:
             f"{', '.join(SUFFIX_FORMATS)} (files written by export.py)"
         )
     manifest_path = path.parent / MANIFEST
-    dynamic = True
+    dynamic, weights = True, "the weights export.py wrote (recorded in its model.json)"
     if manifest_path.is_file():
         try:
             manifest = json.loads(manifest_path.read_text())
@@ -154,6 +167,8 @@ def from_exported(path: Path) -> Classifier:
                 "%s is marked failed in %s: %s", path.name, manifest_path, entry.get("failure")
             )
         dynamic = bool(entry.get("dynamic_batch", True))
+        source = manifest.get("source", {})
+        weights = source.get("weights") or ("EMA" if source.get("use_ema") else "raw") + " weights"
     elif fmt == "onnx":
         meta = _onnx_metadata(path)
         if "class_names" not in meta or "preprocessing" not in meta:
@@ -162,6 +177,7 @@ def from_exported(path: Path) -> Classifier:
                 "preprocessing in its ONNX metadata (export it with export.py)"
             )
         names, pre = list(meta["class_names"]), dict(meta["preprocessing"])
+        weights = f"{meta.get('weights', 'raw')} weights (ONNX metadata)"
     else:
         raise PredictError(
             f"model_file={str(path)!r}: no {MANIFEST} beside it (written by export.py)"
@@ -170,9 +186,9 @@ def from_exported(path: Path) -> Classifier:
         logits = formats.load(fmt, path)
     except Exception as err:
         raise PredictError(
-            f"model_file={str(path)!r}: cannot be loaded as {fmt} ({formats._first_line(err)})"
+            f"model_file={str(path)!r}: cannot be loaded as {fmt} ({described(err)})"
         ) from err
-    return Classifier(names, pre, logits, None if dynamic else 1)
+    return Classifier(names, pre, logits, None if dynamic else 1, weights)
 
 
 def _onnx_metadata(path: Path) -> dict[str, Any]:
@@ -180,7 +196,7 @@ def _onnx_metadata(path: Path) -> dict[str, Any]:
         return formats.onnx_metadata(path)
     except Exception as err:
         raise PredictError(
-            f"model_file={str(path)!r}: not a readable ONNX file ({formats._first_line(err)})"
+            f"model_file={str(path)!r}: not a readable ONNX file ({described(err)})"
         ) from err
 
 
@@ -243,9 +259,14 @@ def predict_images(cfg: DictConfig, overrides: Sequence[str], default_root: Path
     print(format_predictions(rows, skipped, files))
     print(
         f"predicted {len(rows)} of {len(files)} files, skipped {len(skipped)}; "
-        f"predictions: {csv_path}"
+        f"predictions: {csv_path}; weights: {classifier.weights}"
     )
-    return {"predicted": len(rows), "skipped": len(skipped), "csv": csv_path}
+    return {
+        "predicted": len(rows),
+        "skipped": len(skipped),
+        "csv": csv_path,
+        "weights": classifier.weights,
+    }
 
 
 def write_predictions(

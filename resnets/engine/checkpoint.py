@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-# the reader lives in a leaf module that resnets.models uses too; these names stay public here
 from ..checkpoint_io import (  # noqa: F401
     FORMAT_VERSION,
     REQUIRED_KEYS,
@@ -22,6 +21,9 @@ from ..checkpoint_io import (  # noqa: F401
     load_checkpoint,
     load_weights_file,
 )
+
+# the reader lives in a leaf module that resnets.models uses too; these names stay public here
+from ..messages import first_line
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
             with contextlib.suppress(OSError):  # a read-only folder must not hide the cause
                 tmp.unlink(missing_ok=True)
     except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err)
         raise CheckpointError(
             path,
             f"could not be written ({reason}); {_free_space(path.parent)}; "

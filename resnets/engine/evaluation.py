@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -18,14 +19,24 @@ from torch import nn
 
 from ..config import ConfigError, check_renamed
 from ..data import DataBundle, build_data
+from ..data.datasets import FOLDER_DATASETS
+from ..data.inference import InferenceFacts, inference_facts
 from ..models import build_model_from_config
-from ..models.pretrained import parse_spec, preprocessing_for, pretrained_stats, state_from_file
+from ..models.fit import load_state_strictly
+from ..models.pretrained import (
+    ema_weights,
+    parse_spec,
+    preprocessing_for,
+    pretrained_stats,
+    state_from_file,
+)
 from ..models.summary import count_flops, count_macs
 from ..runtime import PRECISIONS, check_runtime
 from . import distributed as D
 from .checkpoint import CheckpointError
 from .logging import TensorBoard
 from .metrics import classification_report
+from .scored_weights import ScoredWeights, choose_weights, parse_use_ema
 from .steps import collect_logits
 
 log = logging.getLogger(__name__)
@@ -50,29 +61,24 @@ def merged_run_config(cfg: DictConfig, stored: DictConfig, overrides: Sequence[s
 
 
 def load_strict(model: nn.Module, weights: dict[str, torch.Tensor], path: Path, name: str) -> None:
-    """Load every key with matching shapes, or fail naming the first key that does not fit."""
-    try:
-        result = model.load_state_dict(weights, strict=False)
-    except RuntimeError as err:  # shapes differ
-        first = next(
-            (line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)
-        )
-        raise CheckpointError(path, f"does not match model {name!r}: {first}") from err
-    problems = []
-    if result.missing_keys:
-        problems.append(f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[0]})")
-    if result.unexpected_keys:
-        problems.append(
-            f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[0]})"
-        )
+    """Load every key with matching shapes, or fail naming what does not fit."""
+    problems = load_state_strictly(model, weights)
     if problems:
         raise CheckpointError(path, f"does not match model {name!r}: {'; '.join(problems)}")
 
 
-def checkpoint_run(
-    cfg: DictConfig, overrides: Sequence[str]
-) -> tuple[Path | str, dict[str, torch.Tensor] | None, dict | None, DictConfig]:
-    """(source, weights, checkpoint or None, run config) for `ckpt=` or `weights=` in `cfg`.
+class Restorable(NamedTuple):
+    """What evaluate.py, export.py and predict.py rebuild a network from."""
+
+    source: Path | str  # the checkpoint or weights file, or a torchvision/timm spec
+    weights: dict[str, torch.Tensor] | None  # None: published weights, loaded when building
+    state: dict | None  # the resnets checkpoint, None for bare or published weights
+    run: DictConfig  # stored config with the command line's model/data/trainer laid over it
+    scored: ScoredWeights  # raw or EMA, and why
+
+
+def checkpoint_run(cfg: DictConfig, overrides: Sequence[str]) -> Restorable:
+    """The network to score for `ckpt=` or `weights=` in `cfg`, and the weights (`use_ema`).
 
     The run config is the checkpoint's stored config with the command line's model/data/trainer
     settings laid over it (evaluate.py, export.py and predict.py share this). `weights=` (a state
@@ -80,7 +86,7 @@ def checkpoint_run(
     from the command line: the one loader train.py uses; published weights bring their own
     resize and crop unless the command line sets them. Weights are None unless read here.
     """
-    check_renamed(cfg.model)
+    check_renamed(cfg.get("model") or {})
     ckpt = Path(cfg.ckpt) if cfg.get("ckpt") else None
     spec = None if ckpt else cfg.get("weights")
     if ckpt is None and not spec:
@@ -89,47 +95,42 @@ def checkpoint_run(
             "|timm[:model.tag] with model= and data=, or sweep=DIR"
         )
     source = ckpt or (Path(spec) if parse_spec(str(spec))[0] == "path" else None)
-    if source is None and cfg.use_ema:
-        raise ConfigError(f"use_ema=true needs a resnets checkpoint; weights={spec!r} has no EMA")
-    weights, state = state_from_file(source, bool(cfg.use_ema)) if source else (None, None)
+    parse_use_ema(cfg.get("use_ema", "auto"))  # a bad value stops before the file is read
+    weights, state = state_from_file(source, False) if source else (None, None)
     if ckpt is not None and state is None:
         raise CheckpointError(
             ckpt,
             "is a bare state dict, not a resnets checkpoint; "
             "score it with weights=PATH model=NAME data=NAME",
         )
+    scored = choose_weights(cfg.get("use_ema", "auto"), state, source or f"weights={spec}")
     if state is not None:
+        weights = ema_weights(state, source) if scored.ema else weights
         run = merged_run_config(cfg, OmegaConf.create(state["config"]), overrides)
         # the checkpoint holds the trained weights: the ones training started from are not needed
         run.model.pretrained = None
-        return source, weights, state, run
+        return Restorable(source, weights, state, run, scored)
     if OmegaConf.is_missing(cfg.model, "name") or OmegaConf.is_missing(cfg.data, "name"):
         raise ConfigError(f"{spec}: weights= needs model=NAME and data=NAME on the command line")
     run = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     run.model.pretrained, run.model.pretrained_ema = str(spec), False
     pre = preprocessing_for(str(run.model.name), str(spec), field="weights")
-    if pre is not None:  # score published weights with their own resize and crop
+    if pre is not None and run.data.name in FOLDER_DATASETS:
+        # score published weights with their own resize and crop (image files only: in-memory
+        # datasets are stored at their size)
         set_here = set(override_keys(overrides))
         for key, value in (("val_resize", pre.resize), ("val_crop", pre.crop)):
             if f"data.{key}" not in set_here:
                 run.data[key] = value
-    return str(spec), None, None, run
+    return Restorable(str(spec), None, None, run, scored)
 
 
-def restore_model_and_data(
-    run: DictConfig,
-    weights: dict[str, torch.Tensor] | None,
-    source: Path | str,
-    *,
-    device: torch.device,
-    rank: int = 0,
-    world_size: int = 1,
-) -> tuple[nn.Module, DataBundle]:
-    """The run's data (validation side: class names, statistics, loaders) and its network with
-    `weights` loaded strictly (or, with `run.model.pretrained`, through the pretrained loader,
-    which refuses weights of another class count here), on `device`."""
+def restore_data(
+    run: DictConfig, *, device: torch.device, rank: int = 0, world_size: int = 1
+) -> DataBundle:
+    """The run's data, validation side (class names, statistics, loaders), on `device`."""
     t = run.trainer
-    data = build_data(
+    return build_data(
         run.data,
         batch_size=t.batch_size,
         eval_batch_size=t.get("eval_batch_size") or t.batch_size,
@@ -141,25 +142,51 @@ def restore_model_and_data(
         split=str(run.data.get("split", "val")),
         stats=pretrained_stats(run.model),
     )
+
+
+def restore_model(
+    run: DictConfig,
+    weights: dict[str, torch.Tensor] | None,
+    source: Path | str,
+    facts: InferenceFacts,
+) -> nn.Module:
+    """The run's network for `facts` (classes, channels, size) with `weights` loaded strictly
+    (or, with `run.model.pretrained`, through the pretrained loader, which refuses weights of
+    another class count here)."""
     model = build_model_from_config(
         run.model,
-        num_classes=data.num_classes,
-        in_chans=data.in_chans,
-        image_size=data.image_size,
+        num_classes=facts.num_classes,
+        in_chans=facts.in_chans,
+        image_size=facts.image_size,
         adapt_head=False,
         pretrained_field="weights",
     )
     if not run.model.get("pretrained"):
         load_strict(model, weights, source, str(run.model.name))
+    return model
+
+
+def restore_model_and_data(
+    run: DictConfig,
+    weights: dict[str, torch.Tensor] | None,
+    source: Path | str,
+    *,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[nn.Module, DataBundle]:
+    """The run's data (`restore_data`) and its network (`restore_model`) on `device`."""
+    data = restore_data(run, device=device, rank=rank, world_size=world_size)
+    model = restore_model(run, weights, source, inference_facts(data))
     return model.to(device), data
 
 
-def report_name(cfg: DictConfig, source: Path, split: str) -> str:
+def report_name(cfg: DictConfig, source: Path, split: str, ema: bool) -> str:
     """The report's folder name: the checkpoint's name and every setting that changes the scores,
     so scoring last.pt, or best.pt another way, never overwrites another report."""
     parts = [source.stem]
     parts += [split] if split != "val" else []
-    parts += ["ema"] if cfg.use_ema else []
+    parts += ["ema"] if ema else []
     parts += ["flip"] if cfg.tta == "flip" else []
     # FixRes: scored at another test resolution (data.val_crop on the command line)
     crop = OmegaConf.select(cfg, "data.val_crop")
@@ -169,12 +196,12 @@ def report_name(cfg: DictConfig, source: Path, split: str) -> str:
 
 
 def eval_dir_for(
-    cfg: DictConfig, source: Path, default_root: Path, split: str, is_run: bool
+    cfg: DictConfig, source: Path, default_root: Path, split: str, is_run: bool, ema: bool
 ) -> Path:
     """<run>/eval/<report name>/ for a run's checkpoint; <output dir>/<report name>/ otherwise."""
     if cfg.get("output_dir"):
         return Path(cfg.output_dir)
-    name = report_name(cfg, source, split)
+    name = report_name(cfg, source, split, ema)
     if is_run:
         return run_dir_of(source) / "eval" / name
     return default_root / name
@@ -216,7 +243,7 @@ def evaluate_run(
     if cfg.tta not in TTA:
         raise ConfigError(f"tta={cfg.tta!r} is not valid; accepted: {', '.join(TTA)}")
     check_eval_precision(cfg, overrides)
-    source, weights, state, run = checkpoint_run(cfg, overrides)
+    source, weights, state, run, scored = checkpoint_run(cfg, overrides)
     ckpt = Path(cfg.ckpt) if cfg.ckpt else None
     # training-only settings of the stored config (compile) do not apply to scoring
     check_runtime(
@@ -239,14 +266,15 @@ def evaluate_run(
     )
     report = classification_report(logits, labels, data.class_names)
     eval_size = int(run.data.get("val_crop") or data.image_size)
-    out = eval_dir_for(cfg, source, default_root, split, is_run=ckpt is not None)
+    out = eval_dir_for(cfg, source, default_root, split, is_run=ckpt is not None, ema=scored.ema)
     matrix = report.pop("confusion_matrix")
     metrics = {
         "checkpoint": str(source),
         "model": str(run.model.name),
         "data": str(run.data.name),
         "split": split,
-        "use_ema": bool(cfg.use_ema),
+        "use_ema": scored.ema,  # the EMA weights were scored
+        "weights": scored.describe(),
         "tta": cfg.tta,
         "precision": cfg.precision,
         **report,
@@ -307,6 +335,7 @@ def _write_report(
 def format_table(metrics: dict) -> str:
     rows = [
         ("checkpoint", metrics["checkpoint"]),
+        ("weights", metrics["weights"]),
         (
             "model / data / split",
             f"{metrics['model']} / {metrics['data']} / {metrics['split']} ({metrics['samples']} images)",

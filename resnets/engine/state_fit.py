@@ -9,6 +9,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ..models.fit import tensor_differences
+
 
 def config_differences(stored_yaml: str | None, model_cfg: Mapping[str, Any]) -> list[str]:
     """`model.<field>: checkpoint X, this run Y` for each model field the two configs set apart."""
@@ -27,28 +29,6 @@ def config_differences(stored_yaml: str | None, model_cfg: Mapping[str, Any]) ->
     ]
 
 
-def tensor_differences(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
-    """Counts and first examples of missing keys, unexpected keys and shape mismatches."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {_shape(state[k])} vs {_shape(own[k])}"
-        for k in own
-        if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape
-    ]
-    out = []
-    if shapes:
-        out.append(
-            f"{len(shapes)} tensors of another shape (checkpoint vs model, e.g. {shapes[0]})"
-        )
-    if missing:
-        out.append(f"{len(missing)} missing (e.g. {missing[0]})")
-    if unexpected:
-        out.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    return out
-
-
 def mismatch(
     model: nn.Module,
     state: Mapping[str, torch.Tensor],
@@ -58,7 +38,3 @@ def mismatch(
     settings = config_differences(stored_yaml, model_cfg) if model_cfg is not None else []
     parts = [*settings, *tensor_differences(model, state)]
     return "; ".join(parts) if parts else "the weights do not load"
-
-
-def _shape(t: torch.Tensor) -> str:
-    return "x".join(str(d) for d in t.shape) or "scalar"

@@ -262,6 +262,7 @@ class Trainer:
             "rng": rank_rng[0],
             "rank_rng": rank_rng,
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+            "inference": self.data.inference_facts(),  # predict/export without the data
             "format_version": FORMAT_VERSION,
         }
 

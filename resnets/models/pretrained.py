@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint_io import CheckpointError, load_checkpoint, load_weights_file
+from ..checkpoint_io import CheckpointError, checked_checkpoint, is_checkpoint, load_weights_file
+from ..messages import described
 from .errors import ModelError
+from .fit import load_state_strictly
 
 log = logging.getLogger(__name__)
 HEAD = "fc"  # the classifier's module name in every network of the registry
@@ -123,7 +125,7 @@ def _load_torchvision(member, field: str, spec: str) -> Weights:
     except Exception as err:  # a cached file that torch.load cannot read
         raise PretrainedError(
             f"{field}={spec!r}: cached weights file {path} is unreadable "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            f"({described(err)}); "
             "delete it to download it again"
         ) from err
     return Weights(dict(state), f"{spec} ({path})", _torchvision_preprocessing(member))
@@ -212,7 +214,7 @@ def _load_timm(tag: str, field: str, spec: str) -> Weights:
             state = timm.create_model(tag, pretrained=True).state_dict()
             return Weights(state, f"timm:{tag}", _timm_preprocessing(cfg))
         except Exception as err:
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            reason = described(err)
     if path.parent.parent.name == "snapshots":
         where = (
             f"place it at {path} and write the word main into "
@@ -229,19 +231,11 @@ def _load_timm(tag: str, field: str, spec: str) -> Weights:
 # ----------------------------------------------------------------------------- files
 def state_from_file(path: Path, use_ema: bool) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Model weights from a resnets checkpoint (its `model`, or `ema`), a bare state dict, or a
-    {'state_dict': ...} file; also the checkpoint itself (None for bare weights)."""
+    {'state_dict': ...} file; also the checkpoint itself (None for bare weights). One read."""
     raw = load_weights_file(path)
-    if isinstance(raw, dict) and "format_version" in raw:
-        state = load_checkpoint(path)
-        if not use_ema:
-            return state["model"], state
-        if state.get("ema") is None:
-            raise CheckpointError(
-                path,
-                "use_ema=true but this checkpoint has no EMA weights (trainer.ema_decay was off)",
-            )
-        ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
-        return ema, state
+    if is_checkpoint(raw):
+        state = checked_checkpoint(Path(path), raw)
+        return (ema_weights(state, path) if use_ema else state["model"]), state
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]
     if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
@@ -251,6 +245,16 @@ def state_from_file(path: Path, use_ema: bool) -> tuple[dict[str, torch.Tensor],
             path, "use_ema=true needs a resnets checkpoint; this is a bare state dict"
         )
     return raw, None
+
+
+def ema_weights(state: dict, path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's EMA weights as a model state dict (or a one-line error without them)."""
+    if state.get("ema") is None:
+        raise CheckpointError(
+            path,
+            "use_ema=true but this checkpoint has no EMA weights (trainer.ema_decay was off)",
+        )
+    return {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
 
 
 # ----------------------------------------------------------------------------- one entry point
@@ -358,23 +362,7 @@ def apply_weights(
                 ours,
                 theirs,
             )
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shapes differ
-        first_line = next(
-            (line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)
-        )
-        raise PretrainedError(
-            f"{weights.source}: does not match model {name!r}: {first_line}"
-        ) from err
-    missing = [k for k in result.missing_keys if k not in allowed_missing]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-    if result.unexpected_keys:
-        problems.append(
-            f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[0]})"
-        )
+    problems = load_state_strictly(model, state, allowed_missing)
     if problems:
         raise PretrainedError(
             f"{weights.source}: does not match model {name!r}: {'; '.join(problems)}"

@@ -47,14 +47,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "depth": 29,
         "groups": 8,
         "width_per_group": 64,
-        "stem_width": 64,
+        "base_channels": 64,
         "stem": "cifar",
     },
     "resnext29_16x64d": {
         "depth": 29,
         "groups": 16,
         "width_per_group": 64,
-        "stem_width": 64,
+        "base_channels": 64,
         "stem": "cifar",
     },
     # WRN-d-k: (d - 4) / 6 pre-activation basic blocks per stage, widths 16k, 32k, 64k.

@@ -85,7 +85,7 @@ class ResNet(nn.Module):
         groups: int = 1,
         width_per_group: int = 64,
         widen_factor: float = 1,
-        stem_width: int | None = None,
+        base_channels: int | None = None,
         attention: str = "none",
         stem: str = "auto",
         shortcut: str = "B",
@@ -93,7 +93,7 @@ class ResNet(nn.Module):
         stride_in_1x1: bool = False,
         drop_path_rate: float = 0.0,
         drop_rate: float = 0.0,
-        block_drop_rate: float = 0.0,
+        inner_dropout: float = 0.0,
         zero_init_residual: bool = False,
         num_classes: int = 1000,
         include_top: bool = True,
@@ -113,34 +113,35 @@ class ResNet(nn.Module):
             attention=attention,
             groups=groups,
             width_per_group=width_per_group,
-            stem_width=stem_width,
+            base_channels=base_channels,
             widen_factor=widen_factor,
             rates=dict(
-                drop_path_rate=drop_path_rate, drop_rate=drop_rate, block_drop_rate=block_drop_rate
+                drop_path_rate=drop_path_rate, drop_rate=drop_rate, inner_dropout=inner_dropout
             ),
             radix=radix,
             preact=preact,
             stride_in_1x1=stride_in_1x1,
             avg_down=avg_down,
+            zero_init_residual=zero_init_residual,
         )
         self.preact = preact
         self.stem_type = resolve_stem(stem, image_size)
         self.num_stages = len(layers)
-        stem_width = stem_width or (64 if self.num_stages == 4 else 16)
+        base_channels = base_channels or (64 if self.num_stages == 4 else 16)
         opts = BlockOptions(
             groups=int(groups),
             width_per_group=int(width_per_group),
             attention=attention,
             stride_in_1x1=stride_in_1x1,
-            drop_rate=block_drop_rate,
+            drop_rate=inner_dropout,
             radix=radix,
         )
-        self._build_stem(in_chans, stem_width)
+        self._build_stem(in_chans, base_channels)
         self.num_features = self._build_stages(
             layers,
             block_class(block, preact, radix),
             opts,
-            stem_width=stem_width,
+            base_channels=base_channels,
             widen_factor=widen_factor,
             shortcut=(shortcut, avg_down),
             drop_path_rate=drop_path_rate,
@@ -156,7 +157,7 @@ class ResNet(nn.Module):
         cls: type[nn.Module],
         opts: BlockOptions,
         *,
-        stem_width: int,
+        base_channels: int,
         widen_factor: float,
         shortcut: tuple[str, bool],
         drop_path_rate: float,
@@ -164,14 +165,14 @@ class ResNet(nn.Module):
         """layer1..layerN, each doubling the planes of the last and halving the size (after the
         first), stochastic depth rising linearly to the last block; `feature_info` of the stem
         and each stage. Returns the channels of the last stage."""
-        in_chs = stem_width
+        in_chs = base_channels
         stem_reduction = 1 if self.stem_type == "cifar" else 4
         self.feature_info = [
-            {"num_chs": stem_width, "reduction": stem_reduction, "module": "maxpool"}
+            {"num_chs": base_channels, "reduction": stem_reduction, "module": "maxpool"}
         ]
         total_blocks, block_index = sum(layers), 0
         for stage, num_blocks in enumerate(layers):
-            planes = int(stem_width * widen_factor * 2**stage)
+            planes = int(base_channels * widen_factor * 2**stage)
             blocks = []
             for i in range(num_blocks):
                 stride = 2 if stage > 0 and i == 0 else 1
@@ -340,31 +341,33 @@ def _check_arguments(
     attention: str,
     groups: int,
     width_per_group: int,
-    stem_width: int | None,
+    base_channels: int | None,
     widen_factor: float,
     rates: dict[str, float],
     radix: int,
     preact: bool,
     stride_in_1x1: bool,
     avg_down: bool,
+    zero_init_residual: bool,
 ) -> None:
     """Every argument refused before a layer is built, in one line naming the accepted values."""
     _check_choice("stem", stem, STEMS)
     _check_choice("shortcut", shortcut, SHORTCUTS)
     _check_choice("attention", attention, ATTENTIONS)
-    _check_widths(block, groups, width_per_group, stem_width, widen_factor)
+    _check_widths(block, groups, width_per_group, base_channels, widen_factor)
     for field, value in rates.items():
         if not 0.0 <= value < 1.0:
             raise ModelError(field, value, "a probability in [0, 1)")
     if radix and (block != "bottleneck" or preact):
         raise ModelError("radix", radix, "0 unless block is a post-activation bottleneck")
-    _check_block_fields(block, radix, attention, stride_in_1x1, rates["block_drop_rate"])
+    _check_block_fields(block, radix, attention, stride_in_1x1, rates["inner_dropout"])
     if shortcut == "A" and avg_down:
         raise ModelError("avg_down", avg_down, "false with shortcut A (it has no projection)")
+    _check_unused_fields(radix, stride_in_1x1, preact, zero_init_residual)
 
 
 def _check_widths(
-    block: str, groups: int, width_per_group: int, stem_width: int | None, widen_factor: float
+    block: str, groups: int, width_per_group: int, base_channels: int | None, widen_factor: float
 ) -> None:
     for field, value in (("groups", groups), ("width_per_group", width_per_group)):
         if int(value) < 1:
@@ -379,26 +382,47 @@ def _check_widths(
             value,
             f"{1 if field == 'groups' else 64} with basic blocks (grouped width is a bottleneck setting)",
         )
-    if stem_width is not None and int(stem_width) < 1:
-        raise ModelError("stem_width", stem_width, "null (the stage table's) or a positive integer")
+    if base_channels is not None and int(base_channels) < 1:
+        raise ModelError(
+            "base_channels", base_channels, "null (the stage table's) or a positive integer"
+        )
     if widen_factor <= 0:
         raise ModelError("widen_factor", widen_factor, "a positive number")
 
 
 def _check_block_fields(
-    block: str, radix: int, attention: str, stride_in_1x1: bool, block_drop_rate: float
+    block: str, radix: int, attention: str, stride_in_1x1: bool, inner_dropout: float
 ) -> None:
     """Refuse the fields the chosen block type has no place for, instead of dropping them."""
     if block == "basic" and stride_in_1x1:
         raise ModelError("stride_in_1x1", stride_in_1x1, "false for basic blocks (no 1x1 conv)")
-    if block != "basic" and block_drop_rate > 0:
+    if block != "basic" and inner_dropout > 0:
         raise ModelError(
-            "block_drop_rate",
-            block_drop_rate,
+            "inner_dropout",
+            inner_dropout,
             "0 for bottleneck blocks (it is Wide ResNet's dropout between a basic block's convs)",
         )
     if radix and attention != "none":
         raise ModelError("attention", attention, "none with radix > 0 (ResNeSt has no SE)")
+
+
+def _check_unused_fields(
+    radix: int, stride_in_1x1: bool, preact: bool, zero_init_residual: bool
+) -> None:
+    """Refuse the fields the network would build without reading (once accepted and ignored)."""
+    if radix and stride_in_1x1:
+        raise ModelError(
+            "stride_in_1x1",
+            stride_in_1x1,
+            "false with radix > 0 (a ResNeSt block downsamples after its split-attention conv)",
+        )
+    if preact and zero_init_residual:
+        raise ModelError(
+            "zero_init_residual",
+            zero_init_residual,
+            "false with preact=true (a pre-activation block ends in a convolution: there is no "
+            "last batch norm to start at zero)",
+        )
 
 
 def _check_choice(field: str, value: object, accepted: Sequence[str]) -> None:
