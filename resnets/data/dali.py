@@ -36,7 +36,7 @@ from PIL import Image
 
 from .bad_images import DECODE_ERRORS, MAX_SUBSTITUTES, BadImageLoader, UnreadableImage
 from .errors import DataError
-from .loaders import EpochSampler, PlannedBatches
+from .loaders import EvalShards, PlannedBatches
 
 INSTALL = "pip install 'resnets[dali]'"
 DALI_FORMATS = {"JPEG", "PNG", "TIFF", "BMP", "PPM", "WEBP", "JPEG2000", "MPO"}
@@ -175,9 +175,7 @@ class DaliLoader:
                 repeats=repeats,
             )
         else:
-            self.sampler = EpochSampler(
-                len(samples), shuffle=False, seed=seed, rank=rank, world_size=world_size, even=False
-            )
+            self.sampler = EvalShards(len(samples), rank=rank, world_size=world_size)
         self.epoch, self.start = 0, 0
         self.known_bad: dict[int, str] = {}  # sample -> "name (reason)", found by a failed batch
         self._pipe, self._clean = None, False
@@ -185,9 +183,8 @@ class DaliLoader:
         self._pending: deque[HostBatch] = deque()
 
     # -- the epoch interface
-    def set_epoch(self, epoch: int, skip_batches: int = 0, start_sample: int | None = None) -> None:
-        start = skip_batches * self.batch_size * self.world_size
-        self.epoch, self.start = epoch, start if start_sample is None else start_sample
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
+        self.epoch, self.start = epoch, start_sample
 
     def __len__(self) -> int:
         if self.train:

@@ -535,6 +535,7 @@ def _folder_bundle(
     split: str,
     stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> DataBundle:
+    root = str(cfg["root"])
     mean, std = _stats(cfg, IMAGENET_MEAN, IMAGENET_STD, 3, stats)
     aug, size = cfg["augment"], int(cfg["image_size"])
     val_resize, val_crop = T.eval_geometry(cfg, size)
