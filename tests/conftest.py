@@ -128,6 +128,16 @@ def imagefolder_root(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("imagefolder"))
 
 
+@pytest.fixture(scope="session")
+def shards_root(tmp_path_factory, imagefolder_root) -> Path:
+    """The image-folder fixture as tar shards (`python -m resnets.data.shards`)."""
+    from resnets.data.shards import write_shards
+
+    root = tmp_path_factory.mktemp("shards")
+    write_shards(imagefolder_root, root, 10**9)
+    return root
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests that start several processes (torchrun, gloo) take tens of seconds each: they run
     in `make test`, not in the quick `make test-fast` loop."""

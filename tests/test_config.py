@@ -42,13 +42,14 @@ def test_model_fields_override_any_preset() -> None:
 
 @pytest.mark.parametrize("name", options("data"))
 def test_every_data_option_composes_and_builds(
-    name, cifar10_root, cifar100_root, imagefolder_root
+    name, cifar10_root, cifar100_root, imagefolder_root, shards_root
 ) -> None:
     roots = {
         "cifar10": cifar10_root,
         "cifar100": cifar100_root,
         "imagenet": imagefolder_root,
         "imagefolder": imagefolder_root,
+        "shards": shards_root,
     }
     overrides = [f"data={name}"] + ([f"data.root={roots[name]}"] if name in roots else [])
     cfg = compose_train(overrides)

@@ -31,7 +31,7 @@ def data_cfg(root, **fields):
     return OmegaConf.create({**base, **fields})
 
 
-def batches(loader, epoch=0, start=None):
+def batches(loader, epoch=0, start=0):
     loader.set_epoch(epoch, start_sample=start)
     return [(x.clone(), y.clone()) for x, y in loader]
 
