@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from ..config import ConfigError
+from ..csv_cells import safe_row
 from ..data.normalize import Normalize
 from ..data.transforms import folder_eval
 from . import formats
@@ -262,11 +263,11 @@ def write_predictions(
         for row in rows:
             name, p = row["top"][0]
             flat = [v for pair in row["top"] for v in (pair[0], f"{pair[1]:.6f}")]
-            writer.writerow([str(row["file"]), name, f"{p:.6f}", *flat])
+            writer.writerow(safe_row([str(row["file"]), name, f"{p:.6f}", *flat]))
     with open(out / "skipped.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "reason"])
-        writer.writerows([str(file), reason] for file, reason in skipped)
+        writer.writerows(safe_row([str(file), reason]) for file, reason in skipped)
     return path
 
 

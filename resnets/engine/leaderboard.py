@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..csv_cells import safe_row
 from .checkpoint import CheckpointError
 from .runs import BROKEN, FINISHED, Run, best_epoch_figures, find_run_dirs, read_curve, read_run
 
@@ -279,7 +280,7 @@ def write_leaderboard(
             for k in ("setting", "overrides", "runs", "seeds"):
                 row[k] = " ".join(str(v) for v in g[k])
             row["optuna_best"] = bool(g.get("optuna_best"))
-            writer.writerow(row)
+            writer.writerow(safe_row(row))
     varying, common = varying_keys(groups)
     n_runs = sum(g["n"] for g in groups)
     best_from = "re-scored best.pt" if rescored else "metrics.json and the TensorBoard events"
