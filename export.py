@@ -16,4 +16,6 @@ def main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    from resnets.cli_errors import run_hydra_main  # bad overrides: one line, exit 2
+
+    run_hydra_main(main)
