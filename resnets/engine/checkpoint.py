@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-# the reader lives in a leaf module that resnets.models uses too; these names stay public here
 from ..checkpoint_io import (  # noqa: F401
     FORMAT_VERSION,
     REQUIRED_KEYS,
@@ -22,6 +21,9 @@ from ..checkpoint_io import (  # noqa: F401
     load_checkpoint,
     load_weights_file,
 )
+
+# the reader lives in a leaf module that resnets.models uses too; these names stay public here
+from .run_lock import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +74,18 @@ def _free_space(folder: Path) -> str:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Half-written checkpoints left by a process killed mid-save (kill -9, power loss)."""
-    stale = sorted(Path(folder).glob(f".*.pt{TMP_MARK}*"))
+    """Half-written checkpoints left by a process killed mid-save (kill -9, power loss); a
+    temporary whose writer (the pid in its name) still runs on this host is a live save: kept."""
+    found = sorted(Path(folder).glob(f".*.pt{TMP_MARK}*"))
+    stale = [p for p in found if not _writer_alive(p)]
     for tmp in stale:
         tmp.unlink(missing_ok=True)
     return stale
+
+
+def _writer_alive(tmp: Path) -> bool:
+    pid = tmp.name.rpartition(TMP_MARK)[2]
+    return pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid))
 
 
 def set_aside_previous(folder: str | os.PathLike) -> tuple[Path, list[str]] | None:

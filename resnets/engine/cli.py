@@ -15,6 +15,7 @@ from ..models import ModelError
 from . import distributed as D
 from .checkpoint import CheckpointError
 from .evaluation import check_eval_precision, evaluate_run, format_table
+from .run_lock import RunDirBusy, hold_run_dir
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (CheckpointError, ConfigError, DataError, ModelError)
@@ -27,7 +28,7 @@ def run_train(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     from .sweep import run_job
-    from .trainer import NonFiniteLossError, train
+    from .trainer import NonFiniteLossError
 
     hydra_cfg = HydraConfig.get()
     # the engine never reads Hydra's global state: the run directory and overrides go in here
@@ -37,7 +38,7 @@ def run_train(cfg: DictConfig) -> float | None:
         # a job's failure is recorded in its run directory and the sweep goes on
         return run_job(
             cfg,
-            functools.partial(train, output_dir=output_dir, overrides=overrides),
+            functools.partial(_locked_train, output_dir=output_dir, overrides=overrides),
             output_dir,
             overrides,
             raise_on_failure=hydra_cfg.runtime.choices.get("hydra/sweeper") != "basic",
@@ -50,11 +51,18 @@ def run_train(cfg: DictConfig) -> float | None:
                     f"{group}={choice} is a sweep and needs -m: python train.py -m {group}={choice} "
                     "(without -m it would train once with the defaults)"
                 )
-        return train(cfg, output_dir, overrides)
-    except (*USER_ERRORS, NonFiniteLossError) as err:
+        return _locked_train(cfg, output_dir, overrides)
+    except (*USER_ERRORS, NonFiniteLossError, RunDirBusy) as err:
         # bad input or a diverged run: one line naming the field or file, no traceback
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def _locked_train(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float | None:
+    from .trainer import train
+
+    with hold_run_dir(output_dir):  # one live run per run directory (run_lock.py)
+        return train(cfg, output_dir, overrides)
 
 
 def run_evaluate(cfg: DictConfig) -> float | None:
