@@ -8,7 +8,6 @@ validation uses, so a file gives the logits evaluate.py computes for it.
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from torchvision.transforms import v2
 from ..config import ConfigError
 from ..csv_cells import safe_row
 from ..data.normalize import Normalize
+from ..data.safe_files import FileScan, glob_files, is_regular, walk_files
 from ..data.transforms import folder_eval
 from . import formats
 from .formats import MANIFEST
@@ -41,13 +41,13 @@ class PredictError(ValueError):
 def list_files(pattern: str) -> list[Path]:
     """A file, every file under a folder (recursively), or the files a glob matches; sorted."""
     path = Path(pattern).expanduser()
-    if path.is_file():
+    if is_regular(path):
         return [path]
-    if path.is_dir():
-        found = (Path(d) / f for d, _dirs, files in os.walk(path) for f in files)
-    else:
-        found = (Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True))
-    files = sorted(p for p in found if p.is_file() and not p.name.startswith("."))
+    # only regular files, each real file once, links into the folder not followed (safe_files)
+    scan = FileScan()
+    scan = walk_files(path, path, scan) if path.is_dir() else glob_files(pattern, scan)
+    scan.report(f"images={pattern}")
+    files = sorted(p for p in scan.files if not p.name.startswith("."))
     if not files:
         raise ConfigError(
             f"images={pattern!r} matches no files; accepted: a file, a folder or a glob"
