@@ -14,7 +14,9 @@ import difflib
 import os
 import re
 import sys
+import sysconfig
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -30,6 +32,11 @@ def run_hydra_main(main: Callable[[], Any]) -> Any:
     except Exception as err:
         if not _started_job(err) and _is_config_error(err):
             _exit_one_line(describe(err, sys.argv[1:]))
+        if isinstance(err, OSError) and not _raised_in_task(err):  # Hydra making the run dir
+            _exit_one_line(
+                f"the run directory cannot be written: {err.filename} ({err.strerror}); "
+                "accepted: a writable hydra.run.dir (hydra.sweep.dir with -m)"
+            )
         os.environ.pop(FULL_ERROR, None)
         _report_like_hydra(err)
     finally:
@@ -44,6 +51,22 @@ def _started_job(err: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
+
+
+def _raised_in_task(err: BaseException) -> bool:
+    """False when the innermost frame outside the standard library is Hydra's own (its set-up of
+    the run directory and log files), True when it is the job's code."""
+    import hydra
+
+    stdlib = sysconfig.get_paths()["stdlib"]
+    hydra_dir = str(Path(hydra.__file__).parent)
+    frames = []
+    tb = err.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    outside = [f for f in frames if not f.startswith(stdlib)]
+    return not (outside and outside[-1].startswith(hydra_dir))
 
 
 def _is_config_error(err: BaseException) -> bool:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import ConfigError
 from ..engine.evaluation import checkpoint_run, restore_model_and_data
+from ..output_paths import MIN_FREE_BYTES, check_output_dir
 from . import formats, parity
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,13 @@ def check_export_config(cfg: DictConfig) -> list[str]:
             f"latency_repeats={cfg.latency_repeats!r} is not valid; accepted: a positive integer"
         )
     wanted = list(formats.FORMATS) if cfg.format == "all" else [str(cfg.format)]
+    if "onnx" in wanted and cfg.opset is not None:
+        low, high = formats.ONNX_OPSETS
+        if not low <= cfg.opset <= high:
+            raise ConfigError(
+                f"opset={cfg.opset!r} is not valid; accepted: null (the exporter's default) or "
+                f"{low} to {high} (torch.onnx's dynamo exporter)"
+            )
     if "onnx" in wanted:
         missing = formats.missing_onnx_packages()
         if missing:
@@ -102,12 +110,13 @@ def export_checkpoint(cfg: DictConfig, overrides: Sequence[str]) -> tuple[dict, 
     """
     wanted = check_export_config(cfg)
     source, weights, state, run = checkpoint_run(cfg, overrides)
+    out = export_dir_for(cfg, source)
+    # before any work: a writable folder with room for each format (about the checkpoint's size)
+    check_output_dir(out, "output_dir", MIN_FREE_BYTES + len(wanted) * source.stat().st_size)
     model, data = restore_model_and_data(cpu_only(run), weights, source, device=torch.device("cpu"))
     model.eval()
     pre = data.eval_preprocessing()
     shape = (data.in_chans, pre["crop"], pre["crop"])
-    out = export_dir_for(cfg, source)
-    out.mkdir(parents=True, exist_ok=True)
     manifest = _manifest_base(cfg, run, data, pre, source, state)
     manifest_path = out / MANIFEST
     previous = _read_previous(manifest_path, manifest["source"]["sha256"])

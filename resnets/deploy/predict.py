@@ -27,6 +27,7 @@ from ..csv_cells import safe_row
 from ..data.normalize import Normalize
 from ..data.safe_files import FileScan, glob_files, is_regular, walk_files
 from ..data.transforms import folder_eval
+from ..output_paths import check_output_dir
 from . import formats
 from .formats import MANIFEST
 
@@ -205,6 +206,8 @@ def predict_images(cfg: DictConfig, overrides: Sequence[str], default_root: Path
     from tqdm import tqdm
 
     check_predict_config(cfg)
+    # before any image is read: the folder predictions.csv goes to is usable
+    out = check_output_dir(cfg.output_dir or default_root, "output_dir")
     files = list_files(str(cfg.images))
     if cfg.ckpt:
         classifier = from_checkpoint(cfg, overrides)
@@ -239,7 +242,6 @@ def predict_images(cfg: DictConfig, overrides: Sequence[str], default_root: Path
                 )
         bar.update(len(indices) + len(bad))
     bar.close()
-    out = Path(cfg.output_dir) if cfg.get("output_dir") else default_root
     csv_path = write_predictions(out, rows, skipped, topk)
     print(format_predictions(rows, skipped, files))
     print(
