@@ -45,7 +45,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "data.augment.cutout": (0, 4096, True, True),
     "data.augment.random_erasing": (0, 1, True, False),
     # optim
-    "optim.lr": (0, 10, False, True),
+    "optim.lr": (0, 1000, False, True),  # linear scaling at a 64k batch: 25.6
     "optim.momentum": (0, 1, True, False),
     "optim.weight_decay": (0, 1, True, True),
     "optim.eps": (0, 1, False, True),
