@@ -18,4 +18,6 @@ def main(cfg: DictConfig) -> int:
 
 if __name__ == "__main__":
     refuse_training_fields("predict.py")  # one line, exit 2, before Hydra composes
-    main()
+    from resnets.cli_errors import run_hydra_main  # bad overrides: one line, exit 2
+
+    run_hydra_main(main)

@@ -23,7 +23,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from resnets.cli_errors import run_hydra_main  # bad overrides: one line, exit 2
+
+    run_hydra_main(main)
     from resnets.engine.sweep import exit_status
 
     sys.exit(exit_status())  # after -m: the number of jobs that failed

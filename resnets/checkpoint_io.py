@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .messages import first_line
+from .pickle_globals import refused_globals
 from .renamed import upgrade_stored_config
 
 FORMAT_VERSION = 2  # 2: position in samples, per-rank generators, run settings
@@ -106,21 +107,28 @@ def load_weights_file(path: str | os.PathLike, map_location: str | torch.device 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-        if found:  # the file asks to import and call something: never allowed
-            raise CheckpointError(
-                path,
-                f"refused: it would import and call {found.group(1)} on loading, so it could "
-                "run code (weights_only=True allows only tensors and plain containers)",
-            ) from err
+        _refuse_code(path, err)
         raise CheckpointError(
             path, f"is truncated or corrupt ({_weights_only_reason(err)})"
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        _refuse_code(path, err)
         detail = str(err).split(". ")[0].splitlines()[0] if str(err) else ""
         raise CheckpointError(
             path,
             f"is truncated or corrupt ({type(err).__name__}: {detail})",
+        ) from err
+
+
+def _refuse_code(path: Path, err: Exception) -> None:
+    """A file that names a callable torch does not admit is refused as such, whatever torch said
+    (its wording changes between releases; the globals are read from the pickle's opcodes)."""
+    refused = refused_globals(path)
+    if refused:
+        raise CheckpointError(
+            path,
+            f"refused: it would import and call {', '.join(refused[:3])} on loading, so it could "
+            "run code (weights_only=True allows only tensors and plain containers)",
         ) from err
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from .limits import limit_violation
 from .renamed import RENAMED_MODEL_FIELDS, renamed_fields_set, renamed_message
 
 
@@ -304,6 +305,9 @@ def check_renamed(model: Any) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check values that the schema's types cannot, before any data or model is touched."""
     check_renamed(cfg.model)
+    out_of_range = limit_violation(cfg)  # NaN, infinity, bounds, meaningless values (limits.py)
+    if out_of_range:
+        raise ConfigError(out_of_range)
     for dotted, accepted in choices().items():
         value = str(_get(cfg, dotted))
         if value not in accepted:

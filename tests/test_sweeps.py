@@ -424,7 +424,7 @@ def test_one_bad_job_does_not_stop_the_sweep(tmp_path) -> None:
     assert result.returncode == 1, result.stderr[-3000:]  # one job failed
     failed, done = read_metrics(sweep / "0"), read_metrics(sweep / "1")
     assert failed["status"] == "failed" and failed["error"] == "ConfigError"
-    assert failed["reason"] == "optim.lr=-1.0 is not valid; accepted: a positive number"
+    assert failed["reason"] == "optim.lr=-1.0 is not valid; accepted: a positive number in (0, 10]"
     assert done["status"] == "finished" and done["steps"] == 5
     assert "1 of 2 jobs failed" in result.stderr + result.stdout
     board = run_evaluate_cli([f"sweep={sweep}", "rescore=true", f"hydra.run.dir={tmp_path / 'e'}"])

@@ -34,6 +34,7 @@ from .inference import inference_facts
 from .loaders import Loader, SamplerLoader, TensorLoader
 from .normalize import DeviceNormalized, Normalize
 from .repeated import check_repeats
+from .safe_files import SafeImageFolder, drop_shared
 from .shards import ShardFolder, check_shard_config, is_shard_split
 
 NO_TEST_SPLIT = {
@@ -465,12 +466,10 @@ def device_decode_loaders(
 
 def _image_folder(root, transform=None):
     """An ImageFolder whose loader marks undecodable files; empty class folders stop here."""
-    from torchvision.datasets import ImageFolder
-
     if is_shard_split(root):  # data=shards: the same samples, read from tar shards
         return ShardFolder(root, transform)
     try:
-        return ImageFolder(str(root), transform=transform, loader=read_rgb)
+        return SafeImageFolder(str(root), transform=transform, loader=read_rgb)
     except FileNotFoundError as err:  # no class folders, or a class folder without images
         raise DataError(f"{root}: {first_line(err)}") from err
 
@@ -500,8 +499,6 @@ def _device_transforms(
 def _eval_folder(root: str, train_folder, transform):
     """An ImageFolder of a val/test tree labelled with train's class-to-index mapping: a class
     missing there just has no samples; a class train does not know is refused."""
-    from torchvision.datasets import ImageFolder
-
     if is_shard_split(root):
         return ShardFolder(root, transform, classes=train_folder.classes)
     mapping = train_folder.class_to_idx
@@ -513,11 +510,12 @@ def _eval_folder(root: str, train_folder, transform):
             f"does not have; accepted: the training classes ({', '.join(train_folder.classes)})"
         )
 
-    class TrainClasses(ImageFolder):
+    class TrainClasses(SafeImageFolder):
         def find_classes(self, directory):
             return list(train_folder.classes), dict(mapping)
 
     folder = TrainClasses(root, transform=transform, loader=read_rgb, allow_empty=True)
+    drop_shared(folder, train_folder)  # the held-out split never shares a real file with train
     # a class folder that is there but holds no image is a damaged tree, not a missing class
     present = set(folder.targets)
     empty = [name for name in found if mapping[name] not in present]

@@ -48,11 +48,19 @@ def _latin1(text: Any, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
+def _empty_bytes(*args: Any) -> bytes:
+    if args:
+        raise pickle.UnpicklingError("refused: bytes() with arguments (only b'' is pickled so)")
+    return b""
+
+
 _NUMPY_CORE = ("numpy.core", "numpy._core")
 ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): lambda *args: _numeric(np.dtype(*args)),
     ("_codecs", "encode"): _latin1,
+    # protocol 2 writes an empty bytes (a 0-image batch's data) as a call of bytes()
+    **{(module, "bytes"): _empty_bytes for module in ("__builtin__", "builtins")},
     **{(f"{core}.multiarray", "_reconstruct"): _safe_reconstruct for core in _NUMPY_CORE},
     **{(f"{core}.multiarray", "scalar"): _safe_scalar for core in _NUMPY_CORE},
     **{(f"{core}.numeric", "_frombuffer"): _safe_frombuffer for core in _NUMPY_CORE},

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import ConfigError
 from ..data import DataError
 from ..engine.evaluation import restore_data
+from ..output_paths import MIN_FREE_BYTES, check_output_dir
 from . import formats, parity
 from .restore import Restored, restore_for_inference
 
@@ -72,6 +73,13 @@ def check_export_config(cfg: DictConfig) -> list[str]:
             f"latency_repeats={cfg.latency_repeats!r} is not valid; accepted: a positive integer"
         )
     wanted = list(formats.FORMATS) if cfg.format == "all" else [str(cfg.format)]
+    if "onnx" in wanted and cfg.opset is not None:
+        low, high = formats.ONNX_OPSETS
+        if not low <= cfg.opset <= high:
+            raise ConfigError(
+                f"opset={cfg.opset!r} is not valid; accepted: null (the exporter's default) or "
+                f"{low} to {high} (torch.onnx's dynamo exporter)"
+            )
     if "onnx" in wanted:
         missing = formats.missing_onnx_packages()
         if missing:
@@ -97,8 +105,11 @@ def export_checkpoint(cfg: DictConfig, overrides: Sequence[str]) -> tuple[dict, 
     wanted = check_export_config(cfg)
     restored = restore_for_inference(cfg, overrides)
     pre = restored.facts.preprocessing
+    source = Path(restored.source)
+    out = export_dir_for(cfg, source, restored.scored.ema)
+    # before any work: a writable folder with room for each format (about the checkpoint's size)
+    check_output_dir(out, "output_dir", MIN_FREE_BYTES + len(wanted) * source.stat().st_size)
     inputs, parity_data = parity_images(cfg, restored)
-    out = export_dir_for(cfg, Path(restored.source), restored.scored.ema)
     out.mkdir(parents=True, exist_ok=True)
     manifest = _manifest_base(restored)
     manifest_path = out / MANIFEST

@@ -22,8 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.onnx import _constants as onnx_constants
 
 from ..messages import described
+
+# opsets torch.onnx.export(dynamo=True) writes: from 18 (its first) to this release's newest
+ONNX_OPSETS = (18, int(getattr(onnx_constants, "ONNX_MAX_OPSET", 18)))
 
 FORMATS = ("onnx", "torchscript", "exported")
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model_torchscript.pt", "exported": "model.pt2"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import glob
 import json
 import logging
 import os
@@ -25,9 +24,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from ..config import ConfigError
+from ..csv_cells import safe_row
 from ..data.normalize import Normalize, upsample
+from ..data.safe_files import FileScan, glob_files, is_regular, walk_files
 from ..data.transforms import folder_eval
 from ..messages import described
+from ..output_paths import check_output_dir
 from . import formats
 from .formats import MANIFEST
 
@@ -42,13 +44,13 @@ class PredictError(ValueError):
 def list_files(pattern: str) -> list[Path]:
     """A file, every file under a folder (recursively), or the files a glob matches; sorted."""
     path = Path(pattern).expanduser()
-    if path.is_file():
+    if is_regular(path):
         return [path]
-    if path.is_dir():
-        found = (Path(d) / f for d, _dirs, files in os.walk(path) for f in files)
-    else:
-        found = (Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True))
-    files = sorted(p for p in found if p.is_file() and not p.name.startswith("."))
+    # only regular files, each real file once, links into the folder not followed (safe_files)
+    scan = FileScan()
+    scan = walk_files(path, path, scan) if path.is_dir() else glob_files(pattern, scan)
+    scan.report(f"images={pattern}")
+    files = sorted(p for p in scan.files if not p.name.startswith("."))
     if not files:
         raise ConfigError(
             f"images={pattern!r} matches no files; accepted: a file, a folder or a glob"
@@ -220,6 +222,8 @@ def predict_images(cfg: DictConfig, overrides: Sequence[str], default_root: Path
     from tqdm import tqdm
 
     check_predict_config(cfg)
+    # before any image is read: the folder predictions.csv goes to is usable
+    out = check_output_dir(cfg.output_dir or default_root, "output_dir")
     files = list_files(str(cfg.images))
     if cfg.ckpt:
         classifier = from_checkpoint(cfg, overrides)
@@ -254,7 +258,6 @@ def predict_images(cfg: DictConfig, overrides: Sequence[str], default_root: Path
                 )
         bar.update(len(indices) + len(bad))
     bar.close()
-    out = Path(cfg.output_dir) if cfg.get("output_dir") else default_root
     csv_path = write_predictions(out, rows, skipped, topk)
     print(format_predictions(rows, skipped, files))
     print(
@@ -283,11 +286,11 @@ def write_predictions(
         for row in rows:
             name, p = row["top"][0]
             flat = [v for pair in row["top"] for v in (pair[0], f"{pair[1]:.6f}")]
-            writer.writerow([str(row["file"]), name, f"{p:.6f}", *flat])
+            writer.writerow(safe_row([str(row["file"]), name, f"{p:.6f}", *flat]))
     with open(out / "skipped.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "reason"])
-        writer.writerows([str(file), reason] for file, reason in skipped)
+        writer.writerows(safe_row([str(file), reason]) for file, reason in skipped)
     return path
 
 

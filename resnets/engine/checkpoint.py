@@ -24,6 +24,7 @@ from ..checkpoint_io import (  # noqa: F401
 
 # the reader lives in a leaf module that resnets.models uses too; these names stay public here
 from ..messages import first_line
+from .run_lock import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,18 @@ def _free_space(folder: Path) -> str:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Half-written checkpoints left by a process killed mid-save (kill -9, power loss)."""
-    stale = sorted(Path(folder).glob(f".*.pt{TMP_MARK}*"))
+    """Half-written checkpoints left by a process killed mid-save (kill -9, power loss); a
+    temporary whose writer (the pid in its name) still runs on this host is a live save: kept."""
+    found = sorted(Path(folder).glob(f".*.pt{TMP_MARK}*"))
+    stale = [p for p in found if not _writer_alive(p)]
     for tmp in stale:
         tmp.unlink(missing_ok=True)
     return stale
+
+
+def _writer_alive(tmp: Path) -> bool:
+    pid = tmp.name.rpartition(TMP_MARK)[2]
+    return pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid))
 
 
 def set_aside_previous(folder: str | os.PathLike) -> tuple[Path, list[str]] | None:

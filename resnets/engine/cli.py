@@ -16,6 +16,7 @@ from ..refused_run import check_before_start, discard_fresh_run_dir
 from . import distributed as D
 from .checkpoint import CheckpointError
 from .continue_hint import in_sweep
+from .run_lock import RunDirBusy, hold_run_dir
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (CheckpointError, ConfigError, DataError, ModelError)
@@ -28,7 +29,7 @@ def run_train(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     from .sweep import run_job
-    from .trainer import NonFiniteLossError, train
+    from .trainer import NonFiniteLossError
 
     hydra_cfg = HydraConfig.get()
     # the engine never reads Hydra's global state: the run directory and overrides go in here
@@ -39,7 +40,7 @@ def run_train(cfg: DictConfig) -> float | None:
         with in_sweep(hydra_cfg.sweep.dir):  # Ctrl-C's advice: the -m command, this sweep dir
             return run_job(
                 cfg,
-                functools.partial(train, output_dir=output_dir, overrides=overrides),
+                functools.partial(_locked_train, output_dir=output_dir, overrides=overrides),
                 output_dir,
                 overrides,
                 raise_on_failure=hydra_cfg.runtime.choices.get("hydra/sweeper") != "basic",
@@ -53,12 +54,19 @@ def run_train(cfg: DictConfig) -> float | None:
                     "(without -m it would train once with the defaults)"
                 )
         check_before_start(cfg)
-        return train(cfg, output_dir, overrides)
-    except (*USER_ERRORS, NonFiniteLossError) as err:
+        return _locked_train(cfg, output_dir, overrides)
+    except (*USER_ERRORS, NonFiniteLossError, RunDirBusy) as err:
         # bad input or a diverged run: one line naming the field or file, no traceback
         print(f"error: {err}", file=sys.stderr)
         discard_fresh_run_dir(output_dir)  # a refused run leaves no folder (a diverged one does)
         sys.exit(2)
+
+
+def _locked_train(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> float | None:
+    from .trainer import train
+
+    with hold_run_dir(output_dir):  # one live run per run directory (run_lock.py)
+        return train(cfg, output_dir, overrides)
 
 
 def run_evaluate(cfg: DictConfig) -> float | None:

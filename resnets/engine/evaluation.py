@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..config import ConfigError, check_renamed
+from ..csv_cells import safe_row
 from ..data import DataBundle, build_data
 from ..data.datasets import FOLDER_DATASETS
 from ..data.inference import InferenceFacts, inference_facts
@@ -307,7 +308,7 @@ def _write_report(
     with open(out / "per_class.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["class", "precision", "recall", "f1", "support"])
         writer.writeheader()
-        writer.writerows(metrics["per_class"])
+        writer.writerows(safe_row(row) for row in metrics["per_class"])
     torch.save(matrix, out / "confusion_matrix.pt")
     pngs = []
     if plots:

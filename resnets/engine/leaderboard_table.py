@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..csv_cells import safe_row
 from .runs import Run
 from .stats import LEVEL
 from .sweep_weights import LABEL
@@ -135,7 +136,7 @@ def _write_csv(groups: list[dict[str, Any]], path: Path) -> None:
                     lead_n=f"{welch.n_a} vs {welch.n_b}",
                 )
             row["optuna_best"] = bool(g.get("optuna_best"))
-            writer.writerow(row)
+            writer.writerow(safe_row(row))
 
 
 def weights_sentence(groups: list[dict[str, Any]], forced: str | None) -> str:
