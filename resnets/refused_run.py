@@ -19,7 +19,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-HYDRA_ONLY = {".hydra"}  # besides the job's *.log files
+from .engine.run_lock import HEARTBEAT_NAME, LOCK_NAME
+
+# besides the job's *.log files: Hydra's record and the run lock this attempt took
+HYDRA_ONLY = {".hydra", LOCK_NAME, HEARTBEAT_NAME}
 # run directory -> the outermost folder Hydra will create for it (outputs/<name>/ on a first run)
 _created_by_this_attempt: dict[Path, Path] = {}
 

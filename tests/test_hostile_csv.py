@@ -12,7 +12,7 @@ import torch
 from resnets.csv_cells import FORMULA_STARTS, safe_cell, safe_row
 from resnets.deploy.predict import write_predictions
 from resnets.engine.evaluation import _write_report
-from resnets.engine.leaderboard import CSV_COLUMNS, write_leaderboard
+from resnets.engine.leaderboard_table import CSV_COLUMNS, write_leaderboard
 
 HOSTILE = ["=1+1", "+SUM(A1)", "@cmd", "-2+3", "\tx", "\rx", "=cmd|' /C calc'!A0"]
 
@@ -71,6 +71,7 @@ def test_leaderboard_csv_neutralises_settings(tmp_path, name) -> None:
         "lead_exceeds_spread": None,
         "verdict": None,
         "source": name,
+        "weights": "raw",
     }
     csv_path = tmp_path / "leaderboard.csv"
     write_leaderboard([group], tmp_path, grouped=False)

@@ -198,5 +198,5 @@ def test_fixres_evaluation_at_another_test_size_keeps_its_own_report(tmp_path) -
 
     base = OmegaConf.create({"use_ema": False, "tta": "none", "precision": "32", "data": {}})
     fixres = OmegaConf.merge(base, {"data": {"val_crop": 256, "val_resize": 292}})
-    assert report_name(base, Path("best.pt"), "val") == "best"
-    assert report_name(fixres, Path("best.pt"), "val") == "best-256px"
+    assert report_name(base, Path("best.pt"), "val", False) == "best"
+    assert report_name(fixres, Path("best.pt"), "val", False) == "best-256px"

@@ -23,7 +23,12 @@ NOT_RESULTS = {
         "prefetch_factor", "gpu_decode", "max_bad_images",
     },
 }  # fmt: skip
-OPTIM_ONLY = {"sgd": {"momentum", "nesterov"}, "adamw": {"betas", "eps"}}
+OPTIM_ONLY = {
+    "sgd": {"momentum", "nesterov"},
+    "adamw": {"betas", "eps"},
+    "lamb": {"betas", "eps"},
+    "lars": {"momentum", "nesterov", "trust_coeff", "eps"},
+}
 SCHED_ONLY = {
     "step": {"step_size", "gamma"},
     "multistep": {"milestones", "gamma"},
@@ -45,11 +50,15 @@ def result_hparams(cfg: DictConfig, world_size: int = 1) -> dict[str, Any]:
             node.pop(key, None)
         if group == "data" and node.get("name") != "fake":
             node.pop("fake_size", None)
-        if group == "optim":
-            for name, only in OPTIM_ONLY.items():
-                if node.get("name") != name:
-                    for key in only:
-                        node.pop(key, None)
+        if group == "optim":  # a field shared by two optimizers stays when either is used
+            used = OPTIM_ONLY.get(str(node.get("name")), set())
+            for key in set().union(*OPTIM_ONLY.values()) - used:
+                node.pop(key, None)
+        if group == "data" and not (node.get("progressive") or {}).get("min_size"):
+            node.pop("progressive", None)  # progressive resizing off
+        if group == "trainer" and node.get("loss") != "bce":
+            for key in ("bce_target_threshold", "bce_sum_classes"):
+                node.pop(key, None)
         if group == "sched":
             used = SCHED_ONLY.get(str(node.get("name")), set())
             for key in set().union(*SCHED_ONLY.values()) - used:
