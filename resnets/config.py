@@ -177,6 +177,9 @@ class TrainConfig:
     ckpt_path: str | None = None
     resume: bool = True
     expected: ExpectedConfig = field(default_factory=ExpectedConfig)
+    # callbacks by name, each a node with `_target_` (conf/logger/, conf/checkpoint/)
+    logger: dict[str, Any] = field(default_factory=dict)
+    checkpoint: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs() -> None:

@@ -45,7 +45,7 @@ def setting_of(overrides: Sequence[str]) -> tuple[str, ...]:
 
 def run_figures(run: Run, rescore: bool, score: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
     """One finished run's figures. rescore: best_* from evaluating best.pt (else metrics.json and
-    the TensorBoard events of the best evaluation); final_* always from metrics.json."""
+    the metrics history of the best evaluation); final_* always from metrics.json."""
     m = run.metrics
     row: dict[str, Any] = {
         "run": run.name,
@@ -282,7 +282,7 @@ def write_leaderboard(
             writer.writerow(row)
     varying, common = varying_keys(groups)
     n_runs = sum(g["n"] for g in groups)
-    best_from = "re-scored best.pt" if rescored else "metrics.json and the TensorBoard events"
+    best_from = "re-scored best.pt" if rescored else "metrics.json and the metrics history"
     lines = [
         f"# Leaderboard: {sweep}",
         "",
