@@ -133,6 +133,7 @@ def _comparable(records: list[dict]) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")  # bit-identical runs need one thread
 def test_history_of_a_resumed_run_is_the_history_of_an_uninterrupted_one(tmp_path) -> None:
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     train(compose_train(DIGITS), whole)

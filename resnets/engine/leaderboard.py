@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .checkpoint import CheckpointError
+from .rounding import round_value
 from .runs import BROKEN, FINISHED, Run, best_epoch_figures, find_run_dirs, read_curve, read_run
 
 # per-run figures that are averaged over seeds
@@ -204,19 +205,6 @@ def varying_keys(groups: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     varying = [k for k in order if len(values[k]) > 1]
     common = [f"{k}={next(iter(values[k]))}" for k in order if len(values[k]) == 1]
     return varying, common
-
-
-def round_value(text: str | None) -> str:
-    """Override values as a reader wants them: 0.034567891 -> 0.03457, 1e-05 stays."""
-    if text is None:
-        return "-"
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    if number.is_integer() and "e" not in text.lower() and "." not in text:
-        return text
-    return f"{number:.4g}"
 
 
 def _fmt(value: Any, digits: int = 2) -> str:

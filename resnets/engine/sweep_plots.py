@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .rounding import round_value
+
 FIGSIZE, DPI = (7.0, 5.0), 100  # 700 x 500 pixels
 COSTS = (
     # file stem, x label (with unit), how to get x (mean, std) from a row
@@ -23,8 +25,6 @@ COSTS = (
 
 def label_of(g: dict[str, Any], varying: list[str]) -> str:
     values = dict((o.split("=", 1)[0].lstrip("+~"), o.split("=", 1)[-1]) for o in g["setting"])
-    from .leaderboard import round_value
-
     return " ".join(f"{k}={round_value(values.get(k))}" for k in varying) or f"#{g['rank']}"
 
 
