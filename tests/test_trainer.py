@@ -101,7 +101,9 @@ def test_sigterm_mid_epoch_writes_last_and_run_finishes(tmp_path) -> None:
     )
     log = run_dir / "train.log"
     deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and "epoch 1/3 step" in log.read_text()):
+    while time.time() < deadline and not (
+        log.exists() and "epoch 1/3 step 11: train" in log.read_text()
+    ):
         time.sleep(0.1)
     time.sleep(0.8)  # well inside epoch 2
     proc.send_signal(signal.SIGTERM)
