@@ -143,16 +143,18 @@ class SchedConfig:
 @dataclass
 class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
-    epochs: int = 10
+    epochs: int = 12  # the default digits run's
     max_steps: int | None = None
     batch_size: int = 128  # per process; derived when global_batch_size is set
     # images a step over all processes and accumulated micro-batches (a recipe's batch);
     # null: batch_size per process as given
     global_batch_size: int | None = None
-    eval_batch_size: int | None = None
+    eval_batch_size: int | None = 512  # null: trainer.batch_size
     workers: int = 2
-    # auto / null: chosen for the device the run lands on (resnets.runtime.DEVICE_DEFAULTS)
-    precision: str = "auto"  # auto | 32 | bf16-mixed | 16-mixed
+    # auto / null follow the device (resnets.runtime.DEVICE_DEFAULTS): fp32 + channels_last on
+    # CPU; bf16 (fp16 before Ampere), channels_last and torch.compile on CUDA. The log and the
+    # run's config record the choice.
+    precision: str = "auto"  # auto | 32 | bf16-mixed | 16-mixed (CUDA, with a gradient scaler)
     channels_last: bool | None = None
     compile: bool | None = None
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
@@ -160,16 +162,16 @@ class TrainerConfig:
     grad_clip: float | None = None
     deterministic: bool = False
     eval_every: int = 1
-    log_every: int = 20
+    log_every: int = 10  # TensorBoard, history and the finite check every N steps
     detect_anomaly: bool = False
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     loss: str = "ce"  # a key of resnets.engine.losses.LOSSES: ce | bce (one sigmoid per class)
     # bce: targets above this become 1, the rest 0 (timm's --bce-target-thresh); null: as mixed
     bce_target_threshold: float | None = None
     bce_sum_classes: bool = False  # bce: sum over classes (mean over images); false: mean of all
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
-    ema_decay: float | None = None  # per optimizer step
+    ema_decay: float | None = None  # per-step decay of an EMA of the weights (e.g. 0.9999)
     ema_every: int = 1  # update the EMA every k steps (with decay**k)
     # raw | ema: whose val top-1 picks best.pt (null: ema when EMA is on)
     best_by: str | None = None
@@ -201,10 +203,14 @@ class TrainConfig:
     sched: SchedConfig = field(default_factory=SchedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    run_name: str = "run"
+    run_name: str = "${model.name}-${data.name}"  # outputs/<run_name>/<time>
+    # resume from this checkpoint (null: <run dir>/checkpoints/last.pt when resume is true)
     ckpt_path: str | None = None
-    resume: bool = True
+    resume: bool = True  # continue from <run dir>/checkpoints/last.pt when it exists
     expected: ExpectedConfig = field(default_factory=ExpectedConfig)
+    # callbacks by name, each a node with `_target_` (conf/logger/, conf/checkpoint/)
+    logger: dict[str, Any] = field(default_factory=dict)
+    checkpoint: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs() -> None:

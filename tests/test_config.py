@@ -151,3 +151,28 @@ def test_cli_errors_are_clear_and_do_no_work(tmp_path) -> None:
     group = run_train_cli(["model=resnet51"], timeout=120)  # one line naming the closest presets
     assert group.returncode == 2 and len(group.stderr.strip().splitlines()) == 1
     assert "model='resnet51' is not a preset; closest: resnet56, resnet50" in group.stderr
+
+
+def test_each_default_is_written_once_in_the_schema() -> None:
+    """conf/train.yaml and conf/trainer/default.yaml write none of the schema's fields (they
+    used to say epochs 12, log_every 10, label_smoothing 0.1 where the schema said 10, 20, 0.0),
+    and the default run composes to exactly the schema's defaults."""
+    import dataclasses
+
+    import yaml
+
+    from resnets.config import TrainConfig, TrainerConfig
+
+    conf = REPO / "conf"
+    top = yaml.safe_load((conf / "train.yaml").read_text())
+    top_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(top) & top_fields == set(), "conf/train.yaml repeats a schema default"
+    assert not yaml.safe_load((conf / "trainer" / "default.yaml").read_text())
+    cfg = compose_train([])
+    for f in dataclasses.fields(TrainerConfig):
+        assert cfg.trainer[f.name] == f.default, f.name
+    for name in ("seed", "ckpt_path", "resume"):
+        assert cfg[name] == next(
+            f.default for f in dataclasses.fields(TrainConfig) if f.name == name
+        )
+    assert cfg.run_name == f"{cfg.model.name}-{cfg.data.name}"

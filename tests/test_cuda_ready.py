@@ -11,8 +11,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from resnets.engine import distributed as D
+from resnets.engine import loop
 from resnets.engine.checkpoint import load_checkpoint
 from resnets.engine.ema import EMA
+from resnets.engine.setup import scaled_optim
 from resnets.engine.trainer import Trainer, train
 
 from .helpers import TINY, compose_train
@@ -35,10 +37,10 @@ def test_ema_broadcast_sends_only_the_modules_buffers(tmp_path) -> None:
     """NCCL can send device tensors only: AveragedModel's host counter n_averaged must stay out."""
     trainer = Trainer(compose_train([*TINY, "trainer.ema_decay=0.9", "trainer.epochs=1"]), tmp_path)
     trainer._setup()
-    trainer.tb = mock.MagicMock()
+    trainer.events = mock.MagicMock()
     sent: list[torch.Tensor] = []
     with _pretend_distributed(sent):
-        trainer._validate_and_save(epoch_time=1.0, seen=1, finished_epoch=True)
+        loop.validate_and_save(trainer, epoch_time=1.0, seen=1, finished_epoch=True)
     expected = [*trainer.model.buffers(), *trainer.ema.module.buffers()]
     assert {id(t) for t in sent} == {id(t) for t in expected}
     assert len(sent) == len(expected)
@@ -118,7 +120,8 @@ def test_two_gloo_ranks_with_ema_validate_save_and_resume(tmp_path) -> None:
     assert second["step"] == 22 and int(second["ema"]["n_averaged"]) == 22
     log = (run_dir / "train.log").read_text()
     assert (
-        "at epoch 1, step 11" in log.split("resumed from")[1] and "epoch 2/2 step 22: train" in log
+        "after epoch 1/2, at step 11" in log.split("resumed from")[1]
+        and "epoch 2/2 step 22: train" in log
     )
 
 
@@ -539,6 +542,6 @@ def test_two_ranks_double_the_lr_of_a_recipe(tmp_path, monkeypatch) -> None:
         compose_train([*TINY, "sched=constant", "optim.base_batch_size=64"]), tmp_path
     )
     trainer.dist = D.DistInfo(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
-    scaled = trainer._scaled_optim(trainer.cfg.optim, trainer.cfg.trainer)
+    scaled = scaled_optim(trainer.cfg.optim, trainer.cfg.trainer, trainer.dist.world_size)
     assert scaled.lr == pytest.approx(trainer.cfg.optim.lr * 2 * 64 / 64)
     assert trainer.cfg.optim.lr != scaled.lr  # the config itself is left as written

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from resnets.engine import loop
 from resnets.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from resnets.engine.cli import USER_ERRORS
-from resnets.engine.trainer import NonFiniteLossError, Trainer, train
+from resnets.engine.trainer import NonFiniteLossError, train
 
 from .helpers import TINY, compose_train, read_metrics
 
@@ -108,7 +109,7 @@ def test_non_finite_weights_without_validation_are_not_saved(tmp_path, monkeypat
     good = [*FAKE_ONE_STEP, "trainer.epochs=4", "trainer.eval_every=2", "trainer.max_steps=2"]
     train(compose_train(good), tmp_path)
     before = {p.name: _digest(p) for p in (tmp_path / "checkpoints").glob("*.pt")}
-    original = Trainer._optimizer_step
+    original = loop.optimizer_step
 
     def step_then_poison(self, log_now):
         out = original(self, log_now)
@@ -119,7 +120,7 @@ def test_non_finite_weights_without_validation_are_not_saved(tmp_path, monkeypat
                 target.fill_(float("inf"))
         return out
 
-    monkeypatch.setattr(Trainer, "_optimizer_step", step_then_poison)
+    monkeypatch.setattr(loop, "optimizer_step", step_then_poison)
     with pytest.raises(
         NonFiniteLossError, match=r"^weights \(.*\) became inf by step 3 .*stopping without saving"
     ):

@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from resnets.config import ConfigError
+from resnets.engine import loop
 from resnets.engine.checkpoint import load_checkpoint
 from resnets.engine.hparams import result_hparams
 from resnets.engine.trainer import Trainer, train
@@ -36,8 +37,8 @@ def test_ema_figures_and_best_by(tmp_path, best_by) -> None:
     train(compose_train([*FAKE, "trainer.epochs=3", "trainer.ema_decay=0.5", *extra]), tmp_path)
     metrics = read_metrics(tmp_path)
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
-    raw = [e.value for e in events.Scalars("val/acc")]
-    ema = [e.value for e in events.Scalars("val_ema/acc")]
+    raw = [e.value for e in events.Scalars("val/top1")]
+    ema = [e.value for e in events.Scalars("val_ema/top1")]
     chosen = ema if best_by is None else raw  # default: the EMA picks best.pt when it exists
     assert metrics["best_by"] == ("ema" if best_by is None else "raw")
     assert metrics["val_ema_top1"] == pytest.approx(ema[-1], abs=1e-4)
@@ -47,7 +48,10 @@ def test_ema_figures_and_best_by(tmp_path, best_by) -> None:
     assert metrics["best_epoch"] == 1 + chosen.index(max(chosen))
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
     assert best["epoch"] == metrics["best_epoch"]
-    lines = [line for line in _log(tmp_path).splitlines() if re.search(r"epoch \d/3 step", line)]
+    # the epoch lines (progress lines read "epoch 1/3 step 2 (batch 2/2)")
+    lines = [
+        line for line in _log(tmp_path).splitlines() if re.search(r"epoch \d/3 step \d+:", line)
+    ]
     assert len(lines) == 3
     assert all("train loss" in x and "| val loss" in x and "| EMA val loss" in x for x in lines)
 
@@ -71,7 +75,7 @@ def test_partial_epoch_is_named_by_the_epoch_it_ran_in(tmp_path) -> None:
 
 
 def test_ctrl_c_says_so_and_how_to_resume(tmp_path, monkeypatch) -> None:
-    original = Trainer._optimizer_step
+    original = loop.optimizer_step
 
     def step_then_ctrl_c(self, log_now):
         norm = original(self, log_now)
@@ -79,7 +83,7 @@ def test_ctrl_c_says_so_and_how_to_resume(tmp_path, monkeypatch) -> None:
             os.kill(os.getpid(), signal.SIGINT)
         return norm
 
-    monkeypatch.setattr(Trainer, "_optimizer_step", step_then_ctrl_c)
+    monkeypatch.setattr(loop, "optimizer_step", step_then_ctrl_c)
     with pytest.raises(SystemExit) as stopped:
         train(compose_train([*FAKE, "trainer.epochs=2"]), tmp_path)
     assert stopped.value.code == 128 + signal.SIGINT

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnets.engine.loop import optimizer_step
 from resnets.engine.steps import (
     Inference,
     TrainTally,
     collect_logits,
     evaluate_model,
     forward_backward,
-    optimizer_step,
 )
 
 
@@ -110,17 +111,23 @@ def test_optimizer_step_reports_the_norm_before_clipping_and_clips() -> None:
     net.weight.grad = torch.tensor([[3.0, 4.0, 0.0]])  # norm 5
     optimizer = torch.optim.SGD(net.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+    trainer = SimpleNamespace(
+        model=net,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=None,
+        ema=None,
+        step=0,
+        cfg=SimpleNamespace(trainer=SimpleNamespace(grad_clip=1.0)),
+    )
     before = net.weight.detach().clone()
-    norm = optimizer_step(net, optimizer, scheduler, None, grad_clip=1.0, measure_norm=False)
+    norm = optimizer_step(trainer, log_now=False)
     assert norm == pytest.approx(5.0)
     # the step used the clipped gradient (norm 1), then the schedule halved the rate
     assert torch.allclose(before - net.weight.detach(), torch.tensor([[0.6, 0.8, 0.0]]))
     assert net.weight.grad is None and optimizer.param_groups[0]["lr"] == pytest.approx(0.5)
+    trainer.cfg.trainer.grad_clip = None
     net.weight.grad = torch.tensor([[0.0, 0.0, 2.0]])
-    assert optimizer_step(net, optimizer, scheduler, None, grad_clip=None, measure_norm=True) == (
-        pytest.approx(2.0)
-    )
+    assert optimizer_step(trainer, log_now=True) == pytest.approx(2.0)
     net.weight.grad = torch.tensor([[0.0, 0.0, 2.0]])
-    assert (
-        optimizer_step(net, optimizer, scheduler, None, grad_clip=None, measure_norm=False) is None
-    )
+    assert optimizer_step(trainer, log_now=False) is None

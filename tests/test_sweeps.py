@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import statistics
 import struct
@@ -659,3 +660,34 @@ def test_optuna_search_in_the_leaderboard(tmp_path) -> None:
     header = next(x for x in board["md"].read_text().splitlines() if x.startswith("| # |"))
     for param in best["best_params"]:
         assert f" {param} |" in header  # the searched parameters are columns
+
+
+def test_leaderboard_reads_the_history_not_tensorboard(tmp_path) -> None:
+    """With every tb/ folder deleted, rescore=false writes the same table and the same figures:
+    the best evaluation's figures and the curves come from history.jsonl."""
+    sweep = tmp_path / "sweep"
+    for name, (top1, curve) in {"0": (70.0, [50.0, 70.0]), "1": (65.0, [65.0, 60.0])}.items():
+        run = make_run(
+            sweep,
+            name,
+            [f"optim.lr=0.{name}5", "seed=0"],
+            finished(top1, curve[-1], steps_per_epoch=5),
+        )
+        records = [
+            {"kind": "val", "step": 5 * (i + 1), "epoch": i + 1, "images_seen": 0,
+             "wall_time_s": 1.0, "val/top1": v, "val/top5": 90.0 + i, "val/loss": 1.0 - v / 100}
+            for i, v in enumerate(curve)
+        ]  # fmt: skip
+        (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        # events that disagree with the history: they must not be read
+        _write_events(run / "tb", {"val/acc": [1.0, 2.0], "val/top5": [3.0, 4.0]}, [5, 10])
+    board = sweep_leaderboard(sweep, rescore=False, score=no_score)
+    outputs = ["leaderboard.md", "leaderboard.csv", "val_top1_curves.png", "top1_vs_params.png"]
+    before = {name: (sweep / name).read_bytes() for name in outputs}
+    rows = {g["runs"][0]: g for g in board["groups"]}
+    assert rows["0"]["best_top5_mean"] == 91.0 and rows["1"]["best_top5_mean"] == 90.0
+    assert board["plotted"]["val_top1_curves"]["optim.lr=0.05"] == ([1.0, 2.0], [50.0, 70.0])
+    for tb in sweep.glob("*/tb"):
+        shutil.rmtree(tb)
+    sweep_leaderboard(sweep, rescore=False, score=no_score)
+    assert {name: (sweep / name).read_bytes() for name in outputs} == before

@@ -101,7 +101,9 @@ def test_sigterm_mid_epoch_writes_last_and_run_finishes(tmp_path) -> None:
     )
     log = run_dir / "train.log"
     deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and "epoch 1/3 step" in log.read_text()):
+    while time.time() < deadline and not (
+        log.exists() and "epoch 1/3 step 11: train" in log.read_text()
+    ):
         time.sleep(0.1)
     time.sleep(0.8)  # well inside epoch 2
     proc.send_signal(signal.SIGTERM)
@@ -115,9 +117,11 @@ def test_sigterm_mid_epoch_writes_last_and_run_finishes(tmp_path) -> None:
     assert again.returncode == 0, again.stderr[-2000:]
     metrics = read_metrics(run_dir)
     assert metrics["epochs"] == 3 and metrics["steps"] == 33
+    # epochs count from 1 as in every other line: the checkpoint is inside epoch 2
+    done = ckpt["samples_in_epoch"]
     assert (
-        f"resumed from {run_dir / 'checkpoints' / 'last.pt'} at epoch 1, step {ckpt['step']}"
-        in log.read_text()
+        f"resumed from {run_dir / 'checkpoints' / 'last.pt'} inside epoch 2/3 ({done} of 1437 "
+        f"images done), at step {ckpt['step']}" in log.read_text()
     )
 
 
@@ -196,18 +200,18 @@ def test_tensorboard_events_have_the_tags_and_steps(tmp_path) -> None:
     scalars = events.Tags()["scalars"]
     for tag in (
         "train/loss",
-        "train/acc",
+        "train/top1",
         "lr",
         "perf/images_per_s",
         "train/grad_norm",
         "val/loss",
-        "val/acc",
+        "val/top1",
         "val/top5",
-        "val_ema/acc",
+        "val_ema/top1",
         "perf/epoch_time_s",
     ):
         assert tag in scalars, tag
-    assert [e.step for e in events.Scalars("val/acc")] == [22, 44]
+    assert [e.step for e in events.Scalars("val/top1")] == [22, 44]
     assert [e.step for e in events.Scalars("train/loss")] == list(range(5, 45, 5))
     assert events.Tags()["images"] == ["inputs"]
     assert "config/text_summary" in events.Tags()["tensors"]

@@ -13,9 +13,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from resnets.engine import loop
 from resnets.engine import resume as R
 from resnets.engine.checkpoint import CheckpointError, load_checkpoint
-from resnets.engine.trainer import NonFiniteLossError, Trainer, TrainingInterrupted, train
+from resnets.engine.trainer import NonFiniteLossError, TrainingInterrupted, train
 
 from .helpers import compose_train, read_metrics
 
@@ -252,23 +253,23 @@ def test_mid_epoch_resume_refuses_another_repeated_augmentation_order(tmp_path) 
 def test_stop_during_an_epochs_last_step_still_validates_that_epoch(tmp_path, monkeypatch) -> None:
     """A stop signal arriving in the last step of epoch 1 used to skip epoch 1's validation and
     best.pt for good: the resumed run started at epoch 2."""
-    original = Trainer._optimizer_step
+    original = loop.optimizer_step
 
     def signal_in_step_10(self, log_now):
         if self.step == 9:
             os.kill(os.getpid(), signal.SIGTERM)
         return original(self, log_now)
 
-    monkeypatch.setattr(Trainer, "_optimizer_step", signal_in_step_10)
+    monkeypatch.setattr(loop, "optimizer_step", signal_in_step_10)
     with pytest.raises(TrainingInterrupted):
         run(tmp_path, "trainer.epochs=2")
     assert last(tmp_path)["step"] == 10 and last(tmp_path)["val_pending"]
     assert not (tmp_path / "checkpoints" / "best.pt").exists()
-    monkeypatch.setattr(Trainer, "_optimizer_step", original)
+    monkeypatch.setattr(loop, "optimizer_step", original)
     run(tmp_path, "trainer.epochs=2")
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
-    assert [e.step for e in events.Scalars("val/acc")] == [10, 20]
+    assert [e.step for e in events.Scalars("val/top1")] == [10, 20]
     assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["step"] in (10, 20)
 
 
@@ -281,7 +282,7 @@ def test_preemption_save_after_a_non_finite_loss_keeps_the_good_checkpoint(
     before = digest(tmp_path / "checkpoints" / "last.pt")
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
     original_loss = torch.nn.CrossEntropyLoss.forward
-    original_step = Trainer._optimizer_step
+    original_step = loop.optimizer_step
 
     def nan_loss(self, x, y):
         return original_loss(self, x, y) * float("nan")
@@ -292,7 +293,7 @@ def test_preemption_save_after_a_non_finite_loss_keeps_the_good_checkpoint(
         return original_step(self, log_now)
 
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", nan_loss)
-    monkeypatch.setattr(Trainer, "_optimizer_step", sigterm_at_12)
+    monkeypatch.setattr(loop, "optimizer_step", sigterm_at_12)
     with pytest.raises(NonFiniteLossError, match=r"became nan by step 12"):
         run(tmp_path, "trainer.epochs=2")  # log_every=5: the next check would be at step 15
     assert digest(tmp_path / "checkpoints" / "last.pt") == before

@@ -50,7 +50,7 @@ def run_figures(
     run: Run, rescore: bool, score: Score, weights: str | None = None
 ) -> dict[str, Any]:
     """One finished run's figures, of `weights` (None: the ones that chose best.pt). rescore:
-    best_* from evaluating best.pt (else metrics.json and the events of the best evaluation);
+    best_* from evaluating best.pt (else metrics.json and the metrics history of the best evaluation);
     final_* from metrics.json."""
     m = run.metrics
     best_pt = run.path / "checkpoints" / "best.pt"

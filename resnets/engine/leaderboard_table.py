@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..csv_cells import safe_row
+from .rounding import round_value
 from .runs import Run
 from .stats import LEVEL
 from .sweep_weights import LABEL
@@ -73,19 +74,6 @@ def varying_keys(groups: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     varying = [k for k in order if len(values[k]) > 1]
     common = [written[k] for k in order if len(values[k]) == 1]
     return varying, common
-
-
-def round_value(text: str | None) -> str:
-    """Override values as a reader wants them: 0.034567891 -> 0.03457, 1e-05 stays."""
-    if text is None:
-        return "-"
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    if number.is_integer() and "e" not in text.lower() and "." not in text:
-        return text
-    return f"{number:.4g}"
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -169,7 +157,7 @@ def write_leaderboard(
     _write_csv(groups, csv_path)
     varying, common = varying_keys(groups)
     n_runs = sum(g["n"] for g in groups)
-    best_from = "re-scored best.pt" if rescored else "metrics.json and the TensorBoard events"
+    best_from = "re-scored best.pt" if rescored else "metrics.json and the metrics history"
     lines = [
         f"# Leaderboard: {sweep}",
         "",

@@ -2,7 +2,8 @@
 
 A run directory has `.hydra/overrides.yaml` and `.hydra/config.yaml` (written by Hydra),
 `metrics.json` (written by the trainer when it finishes, or by the sweep when the job fails) and
-TensorBoard events under `tb/`.
+`history.jsonl`, the metrics history (resnets/engine/history.py). Runs written before the history
+file existed are read from their TensorBoard events under `tb/`, with the old tag names.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from .checkpoint import CheckpointError
+from .history import read_history, series
 
 FINISHED, FAILED, UNFINISHED, BROKEN = "finished", "failed", "unfinished", "broken"
 
@@ -40,7 +42,7 @@ class Run:
     reason: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
-    scalars: dict[str, list[tuple[int, float]]] | None = None  # TensorBoard, read on demand
+    scalars: dict[str, list[tuple[int, float]]] | None = None  # the history, read on demand
 
     @property
     def seed(self) -> int | None:
@@ -111,33 +113,38 @@ def read_run(path: Path, sweep: Path) -> Run:
 
 
 def read_scalars(run: Run) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar series in the run's TensorBoard events, {tag: [(step, value), ...]};
-    empty when there are none or they cannot be read. Read once per run."""
+    """Every figure of the run's history, {tag: [(step, value), ...]}; empty when there is
+    none or it cannot be read. Read once per run."""
     if run.scalars is not None:
         return run.scalars
-    run.scalars = {}
-    tb = run.path / "tb"
+    records = read_history(run.path)
+    run.scalars = series(records) if records is not None else _tensorboard_scalars(run.path)
+    return run.scalars
+
+
+def _tensorboard_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """A run from before history.jsonl: its TensorBoard events, tags renamed to today's."""
+    tb = path / "tb"
     if not tb.is_dir():
-        return run.scalars
+        return {}
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logging.getLogger("tensorboard").setLevel(logging.WARNING)  # one line per event file
     events = EventAccumulator(str(tb), size_guidance={"scalars": 0})
     try:
         events.Reload()
-        run.scalars = {
-            tag: [(p.step, p.value) for p in events.Scalars(tag)]
+        return {
+            tag.replace("/acc", "/top1"): [(p.step, p.value) for p in events.Scalars(tag)]
             for tag in events.Tags()["scalars"]
         }
     except Exception:  # damaged event files: the run has no curves, nothing more
-        run.scalars = {}
-    return run.scalars
+        return {}
 
 
 def read_curve(run: Run, weights: str = "raw") -> Curve | None:
     """Validation top-1 of the raw (or "ema") weights after each evaluation, from the run's
-    TensorBoard events."""
-    points = read_scalars(run).get("val_ema/acc" if weights == "ema" else "val/acc")
+    history."""
+    points = read_scalars(run).get("val_ema/top1" if weights == "ema" else "val/top1")
     if not points:
         return None
     per_epoch = run.metrics.get("steps_per_epoch")
@@ -147,7 +154,7 @@ def read_curve(run: Run, weights: str = "raw") -> Curve | None:
 
 
 def best_epoch_figures(run: Run) -> dict[str, float] | None:
-    """Top-5 and loss of the evaluation that gave the best top-1, from the TensorBoard events:
+    """Top-5 and loss of the evaluation that gave the best top-1, from the run's history:
     the weights (raw or EMA) whose best top-1 metrics.json reports."""
     best = run.metrics.get("best_val_top1")
     scalars = read_scalars(run)
@@ -155,13 +162,13 @@ def best_epoch_figures(run: Run) -> dict[str, float] | None:
         return None
     candidates = []
     for prefix in ("val", "val_ema"):
-        if all(f"{prefix}/{name}" in scalars for name in ("acc", "top5", "loss")):
-            step, value = max(scalars[f"{prefix}/acc"], key=lambda p: p[1])  # first maximum
+        if all(f"{prefix}/{name}" in scalars for name in ("top1", "top5", "loss")):
+            step, value = max(scalars[f"{prefix}/top1"], key=lambda p: p[1])  # first maximum
             candidates.append((abs(value - best), prefix, step))
     if not candidates:
         return None
     gap, prefix, step = min(candidates)
-    if gap > 1e-3:  # the events do not hold the best that metrics.json reports
+    if gap > 1e-3:  # the history does not hold the best that metrics.json reports
         return None
     at = {}
     for name in ("top5", "loss"):

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -43,33 +42,6 @@ def forward_backward(
         loss = criterion(logits.float(), targets)
     (scaler.scale(loss / accumulate) if scaler else loss / accumulate).backward()
     return logits, loss
-
-
-def optimizer_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler | None,
-    *,
-    grad_clip: float | None,
-    measure_norm: bool,
-) -> torch.Tensor | None:
-    """Unscale, clip, step, zero the gradients and advance the schedule; returns the gradient
-    norm before clipping when it was clipped or `measure_norm` asks for it (else None)."""
-    if scaler:
-        scaler.unscale_(optimizer)
-    grad_norm = None
-    if grad_clip is not None or measure_norm:
-        # max_norm=inf measures without clipping
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
-    if scaler:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-    return grad_norm
 
 
 class TrainTally:

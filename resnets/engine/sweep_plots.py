@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from .leaderboard_table import round_value
+from .rounding import round_value
 from .sweep_weights import LABEL
 
 FIGSIZE, DPI = (7.0, 5.0), 100  # 700 x 500 pixels
