@@ -24,12 +24,17 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PLACEHOLDERS = {"..."}
 TRAIN_COMMAND = re.compile(r"^(?:\$ )?(?:python|torchrun\b.*?) ?train\.py\b(.*)$")
 INLINE_COMMAND = re.compile(r"`(python train\.py[^`]*)`")
+# a command the docs show followed by its `error: ...` line: it must be refused, not compose
+REFUSED_MARK = "refused: "
 
 
 def _fenced_commands(text: str) -> list[str]:
     """Command lines of the shell blocks, continuation lines joined."""
-    commands, in_block, pending = [], False, ""
+    commands, in_block, pending, previous = [], False, "", ""
     for line in text.splitlines():
+        line_above, previous = previous, line
+        if in_block and line.startswith("error: ") and TRAIN_COMMAND.match(line_above.strip()):
+            commands[-1] = REFUSED_MARK + commands[-1]  # shown with its error: a refusal
         if line.startswith("```"):
             in_block = not in_block
             continue
@@ -113,6 +118,9 @@ def test_an_unknown_word_in_a_command_is_not_skipped() -> None:
 
 @pytest.mark.parametrize(("doc", "line"), COMMANDS, ids=[f"{d}:{c[:60]}" for d, c in COMMANDS])
 def test_documented_train_command_composes(doc: str, line: str) -> None:
+    if line.startswith(REFUSED_MARK):
+        _assert_refused(line.removeprefix(REFUSED_MARK))
+        return
     args, multirun = train_arguments(line)
     points = sweep_points(args) if multirun else [args]
     register_configs()
@@ -121,6 +129,29 @@ def test_documented_train_command_composes(doc: str, line: str) -> None:
             # what `python train.py ARGS --cfg job` prints, hydra.* overrides included
             cfg = compose("train", overrides=overrides, return_hydra_config=True)
             assert cfg.model.name and cfg.data.name, (doc, line)
+
+
+def _assert_refused(line: str) -> None:
+    """A documented bad command: Hydra's parser or composition refuses it, or (composed) the
+    checks train.py runs before its first log line do."""
+    from hydra.errors import HydraException
+
+    from resnets.config import ConfigError
+    from resnets.models import ModelError
+    from resnets.refused_run import check_before_start
+
+    args = shlex.split(TRAIN_COMMAND.match(line).group(1), comments=True)
+    register_configs()
+    with (
+        initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"),
+        pytest.raises((HydraException, ConfigError, ModelError)),
+    ):
+        check_before_start(compose("train", overrides=args))
+
+
+def test_documented_refusals_are_found() -> None:
+    refused = [line for doc, line in COMMANDS if line.startswith(REFUSED_MARK)]
+    assert any("model=resnet51" in line for line in refused), refused
 
 
 def test_a_stale_command_fails_composition() -> None:

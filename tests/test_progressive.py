@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from resnets.config import validate
 from resnets.data import DataError, progressive
-from resnets.engine import trainer as trainer_module
+from resnets.engine import loop as trainer_module  # the loop forwards each micro-batch
 from resnets.engine.checkpoint import load_checkpoint
 from resnets.engine.trainer import train
 
