@@ -76,7 +76,7 @@ def test_ema_switched_on_at_resume_keeps_choosing_by_raw_weights(tmp_path, caplo
         "(trainer.best_by=ema chooses by the EMA's; the best then starts afresh)" in caplog.text
     )
     metrics = read_metrics(tmp_path)
-    raw = tb_top1(tmp_path, "val/acc")
+    raw = tb_top1(tmp_path, "val/top1")
     assert len(raw) == 3 and metrics["best_by"] == "raw"
     assert metrics["best_val_top1"] == pytest.approx(max(raw), abs=1e-4)
     for name in ("best.pt", "last.pt"):
@@ -95,7 +95,7 @@ def test_ema_switched_off_at_resume_starts_the_best_afresh(tmp_path, caplog) -> 
     train(compose_train([*FAKE, "trainer.epochs=3"]), tmp_path)
     assert "this run chooses by the raw weights' (trainer.ema_decay is off now)" in caplog.text
     metrics = read_metrics(tmp_path)
-    raw = tb_top1(tmp_path, "val/acc")
+    raw = tb_top1(tmp_path, "val/top1")
     assert metrics["best_by"] == "raw" and metrics["best_epoch"] == 3
     assert metrics["best_val_top1"] == pytest.approx(raw[-1], abs=1e-4)
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
