@@ -1,6 +1,6 @@
 """The range of every numeric config field, and the values that make training meaningless.
 
-`limit_violation(cfg)` runs first in `config.validate`, which raises its message as a ConfigError
+`limit_violation(cfg)` runs first in `validation.validate`, which raises its message as a ConfigError
 (this module imports nothing of the package, so no cycle): NaN and infinity fail every range (they pass
 `value <= 0` tests), upper bounds stop values no machine can serve (`data.image_size=100000` is a
 3.8 TB batch), schedule fields are bounded so every rate stays within [0, peak] over the whole run,

@@ -9,11 +9,12 @@ import torch
 import resnets.data as data_pkg
 import resnets.optim as optim_mod
 import resnets.runtime as runtime_mod
-from resnets.config import CHOICES, ConfigError, choices, validate
+from resnets.config import ConfigError
 from resnets.data import LOADERS, build_data, dataset_names
 from resnets.data.datasets import ARRAY_DATASETS, make_fake
 from resnets.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
 from resnets.runtime import DEVICE_DEFAULTS, PRECISIONS, autocast
+from resnets.validation import CHOICES, choices, validate
 
 from .helpers import REPO, compose_train
 

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import ConfigError, validate
+from ..config import ConfigError
 from ..runtime import apply_device_defaults, check_runtime
+from ..validation import validate
 from . import distributed as D
 from . import guards as G
 from . import loop
