@@ -210,21 +210,18 @@ def _validate_ranges(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"data.{name}=[] is not valid; accepted: null or one number a channel"
             )
-    if s.name != "onecycle" and s.warmup_epochs > 0 and s.warmup_epochs >= cfg.trainer.epochs:
+    schedule = SCHEDULERS[s.name]  # a key: the choices were checked first
+    if schedule.warms_up and s.warmup_epochs > 0 and s.warmup_epochs >= cfg.trainer.epochs:
         raise ConfigError(
             f"sched.warmup_epochs={s.warmup_epochs!r} is not valid with trainer.epochs="
             f"{cfg.trainer.epochs}; accepted: fewer warm-up epochs than training epochs"
         )
-    if s.name == "onecycle":
-        for name, why in (
-            ("warmup_epochs", "one-cycle rises over its first sched.pct_start of the steps"),
-            ("min_lr", "one-cycle ends at lr / (div_factor * final_div_factor)"),
-        ):
-            if s[name] != 0:
-                raise ConfigError(
-                    f"sched.{name}={s[name]!r} is not read by sched=onecycle ({why}); accepted "
-                    f"with onecycle: 0, or another schedule"
-                )
+    for name, why in schedule.unread.items():
+        if s[name] != 0:
+            raise ConfigError(
+                f"sched.{name}={s[name]!r} is not read by sched={s.name} ({why}); accepted "
+                f"with {s.name}: 0, or another schedule"
+            )
     # train.py trains a classifier: a backbone's feature maps have no loss to train on
     if m.include_top is False:
         raise ConfigError(
