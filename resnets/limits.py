@@ -15,7 +15,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-INF = math.inf
 # numpy's seed is a uint32; torch takes more but the run must be reproducible with both
 SEED_MAX = 2**32 - 1
 REPEATS_MAX = 16  # copies of an image an epoch (DeiT uses 3): more and an epoch sees a handful
