@@ -1,6 +1,6 @@
 """The range of every numeric config field, and the values that make training meaningless.
 
-`limit_violation(cfg)` runs first in `config.validate`, which raises its message as a ConfigError
+`limit_violation(cfg)` runs first in `validation.validate`, which raises its message as a ConfigError
 (this module imports nothing of the package, so no cycle): NaN and infinity fail every range (they pass
 `value <= 0` tests), upper bounds stop values no machine can serve (`data.image_size=100000` is a
 3.8 TB batch), schedule fields are bounded so every rate stays within [0, peak] over the whole run,
@@ -15,7 +15,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-INF = math.inf
 # numpy's seed is a uint32; torch takes more but the run must be reproducible with both
 SEED_MAX = 2**32 - 1
 REPEATS_MAX = 16  # copies of an image an epoch (DeiT uses 3): more and an epoch sees a handful

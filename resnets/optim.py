@@ -7,7 +7,7 @@ import importlib.util
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -122,13 +122,28 @@ def _lars(groups: list[dict], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     )
 
 
-# optim.name -> factory(param groups, optim config). The one list of optimizers: config
-# validation, the error messages and build_optimizer all read it.
-OPTIMIZERS: dict[str, Callable[[list[dict], Mapping[str, Any]], torch.optim.Optimizer]] = {
-    "sgd": _sgd,
-    "adamw": _adamw,
-    "lamb": _lamb,  # timm.optim.Lamb (the `timm` extra)
-    "lars": _lars,  # timm.optim.Lars (the `timm` extra)
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """An optimizer: its factory (param groups, optim config) -> torch optimizer, and the optim
+    fields only some optimizers read, of which it reads `reads` (the fields every optimizer
+    reads, lr and the decay settings, are not listed). The hparams table reports a run's
+    optimizer's fields and leaves out the others'."""
+
+    build: Callable[[list[dict], Mapping[str, Any]], torch.optim.Optimizer]
+    reads: tuple[str, ...] = ()
+
+    def __call__(self, groups: list[dict], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+        return self.build(groups, cfg)
+
+
+# optim.name -> entry. The one list of optimizers: config validation, the error messages, the
+# hparams table and build_optimizer all read it.
+OPTIMIZERS: dict[str, OptimizerEntry] = {
+    "sgd": OptimizerEntry(_sgd, reads=("momentum", "nesterov")),
+    "adamw": OptimizerEntry(_adamw, reads=("betas", "eps")),
+    # timm.optim.Lamb and Lars (the `timm` extra)
+    "lamb": OptimizerEntry(_lamb, reads=("betas", "eps")),
+    "lars": OptimizerEntry(_lars, reads=("momentum", "nesterov", "trust_coeff", "eps")),
 }
 
 
@@ -354,8 +369,9 @@ def _one_cycle(
     """torch's OneCycleLR (cosine annealing, momentum cycled 0.95 -> 0.85 -> 0.95) in closed
     form, the same expressions at whole curve steps, so it can be read at any position."""
     total = plan.total
-    if total < 4:  # too short for two phases: hold the peak rate (and any warm-up)
-        return _with_warmup(_constant)(optimizer, cfg, plan)
+    if total < 4:  # too short for two phases: hold the peak rate
+        base = [g["initial_lr"] for g in optimizer.param_groups]
+        return Curve(lambda u: list(base))
     # each phase needs at least one step, as OneCycleLR needs
     pct = min(max(cfg["pct_start"], 2 / total), 1 - 2 / total)
     peak, end = float(pct * total) - 1, total - 1
@@ -389,14 +405,47 @@ def _anneal(start: float, end: float, pct: float) -> float:
     return end + (start - end) / 2.0 * cos_out
 
 
-# sched.name -> factory(optimizer, sched config, plan) -> Curve. The one list of schedules: config
-# validation, the error messages and build_scheduler all read it.
-SCHEDULERS: dict[str, ScheduleFactory] = {
-    "cosine": _with_warmup(_cosine),
-    "step": _with_warmup(_step),
-    "multistep": _with_warmup(_multistep),
-    "onecycle": _one_cycle,
-    "constant": _with_warmup(_constant),
+# the sched fields of the warm-up, read by every schedule built with `_with_warmup`
+WARMUP_FIELDS = ("warmup_epochs", "warmup_method", "warmup_start_factor")
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    """A schedule: its factory (optimizer, sched config, plan) -> Curve, the sched fields of its
+    own it reads (`reads`, besides the warm-up's), and the fields it never reads with the reason
+    (`unread`): set to anything but 0 they are refused (resnets.validation). A schedule with
+    `warmup_epochs` unread has no warm-up: the hparams table leaves the warm-up fields out."""
+
+    curve: ScheduleFactory
+    reads: tuple[str, ...] = ()
+    unread: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def warms_up(self) -> bool:
+        return "warmup_epochs" not in self.unread
+
+    def __call__(
+        self, optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], plan: SchedulePlan
+    ) -> Curve:
+        return self.curve(optimizer, cfg, plan)
+
+
+# sched.name -> entry. The one list of schedules: config validation, the error messages, the
+# hparams table and build_scheduler all read it.
+SCHEDULERS: dict[str, ScheduleEntry] = {
+    "cosine": ScheduleEntry(_with_warmup(_cosine), reads=("min_lr",)),
+    "step": ScheduleEntry(_with_warmup(_step), reads=("step_size", "gamma")),
+    "multistep": ScheduleEntry(_with_warmup(_multistep), reads=("milestones", "gamma")),
+    # the one place that says one-cycle has no warm-up and no floor of its own
+    "onecycle": ScheduleEntry(
+        _one_cycle,
+        reads=("pct_start", "div_factor", "final_div_factor"),
+        unread={
+            "warmup_epochs": "one-cycle rises over its first sched.pct_start of the steps",
+            "min_lr": "one-cycle ends at lr / (div_factor * final_div_factor)",
+        },
+    ),
+    "constant": ScheduleEntry(_with_warmup(_constant)),
 }
 
 

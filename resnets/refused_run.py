@@ -65,8 +65,8 @@ def discard_fresh_run_dir(output_dir: str | Path) -> bool:
 
 def check_before_start(cfg: DictConfig) -> None:
     """The config checks that need no data: bad values stop before the first log line."""
-    from .config import validate
     from .models.registry import check_model_fields
+    from .validation import validate
 
     validate(cfg)
     check_model_fields(cfg.model)

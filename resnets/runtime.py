@@ -63,12 +63,15 @@ def check_runtime(
     cuda_available: bool | None = None,
     world_size: int | None = None,
     model: Mapping[str, Any] | None = None,
+    upsamples: bool = False,
 ) -> str:
     """Refuse what needs CUDA on a machine without it; returns the device type the run will use.
 
     `precision` overrides `trainer.precision` (evaluate.py has its own top-level field);
     `cuda_available` and `world_size` default to this process's view. `model` (a training run's
-    model node) adds the checks of what CUDA cannot do with it.
+    model node) and `upsamples` (whether that network upsamples bilinearly: the caller asks
+    resnets.models.presets.upsamples, so this module imports no model) add the checks of what
+    CUDA cannot do with it.
     """
     cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
     if world_size is None:
@@ -81,7 +84,7 @@ def check_runtime(
         )
     device = resolve_device(requested, cuda)
     if device == "cuda":
-        _check_cuda_training(trainer, model)
+        _check_cuda_training(trainer, model, upsamples)
         return device
     precision = str(trainer.get("precision", "32")) if precision is None else str(precision)
     if precision in PRECISIONS and PRECISIONS[precision].needs_cuda:
@@ -104,7 +107,9 @@ def check_runtime(
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
-def _check_cuda_training(trainer: Mapping[str, Any], model: Mapping[str, Any] | None) -> None:
+def _check_cuda_training(
+    trainer: Mapping[str, Any], model: Mapping[str, Any] | None, upsamples: bool
+) -> None:
     """Combinations that fail only on CUDA, refused before any work with the choice to make."""
     mode = str(trainer.get("compile_mode", "default"))
     accumulate = int(trainer.get("accumulate_grad_batches", 1))
@@ -117,16 +122,13 @@ def _check_cuda_training(trainer: Mapping[str, Any], model: Mapping[str, Any] | 
             f"that trainer.accumulate_grad_batches={accumulate} accumulates; accepted together: "
             "compile_mode=default, or accumulate_grad_batches=1 (a larger trainer.batch_size)"
         )
-    if model is not None and trainer.get("deterministic"):
-        from .models.registry import ATTENTION_PRESETS
-
-        name = str(model.get("name"))
-        if name in ATTENTION_PRESETS:
-            raise ConfigError(
-                f"trainer.deterministic=true cannot train model={name} on CUDA: its bilinear "
-                "upsampling has no deterministic CUDA backward; accepted: "
-                "trainer.deterministic=false (fast, not bit-reproducible) or trainer.device=cpu"
-            )
+    if upsamples and trainer.get("deterministic"):
+        name = str(model.get("name")) if model is not None else "(this network)"
+        raise ConfigError(
+            f"trainer.deterministic=true cannot train model={name} on CUDA: its bilinear "
+            "upsampling has no deterministic CUDA backward; accepted: "
+            "trainer.deterministic=false (fast, not bit-reproducible) or trainer.device=cpu"
+        )
 
 
 # The settings a run leaves to its device (precision `auto`, channels_last / compile null).

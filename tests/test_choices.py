@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import resnets.data as data_pkg
 import resnets.optim as optim_mod
 import resnets.runtime as runtime_mod
-from resnets.config import CHOICES, ConfigError, choices, validate
+from resnets.config import ConfigError
 from resnets.data import LOADERS, build_data, dataset_names
 from resnets.data.datasets import ARRAY_DATASETS, make_fake
 from resnets.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
 from resnets.runtime import DEVICE_DEFAULTS, PRECISIONS, autocast
+from resnets.validation import CHOICES, choices, validate
 
 from .helpers import REPO, compose_train
 
@@ -56,7 +58,7 @@ def test_every_optimizer_builds_and_steps(name: str) -> None:
 @pytest.mark.parametrize("name", list(SCHEDULERS))
 def test_every_schedule_builds_and_steps(name: str) -> None:
     # one-cycle has its own rising phase: a warm-up there is refused (test_ignored_values.py)
-    warmup = [] if name == "onecycle" else ["sched.warmup_epochs=1"]
+    warmup = ["sched.warmup_epochs=1"] if SCHEDULERS[name].warms_up else []
     cfg = compose_train([f"sched.name={name}", *warmup, "trainer.epochs=5"])
     validate(cfg)
     opt = build_optimizer(_tiny(), cfg.optim)
@@ -123,7 +125,7 @@ def test_a_new_optimizer_is_one_table_entry(monkeypatch) -> None:
     def rmsprop(groups, cfg):
         return torch.optim.RMSprop(groups, lr=cfg["lr"])
 
-    monkeypatch.setitem(OPTIMIZERS, "rmsprop", rmsprop)
+    monkeypatch.setitem(OPTIMIZERS, "rmsprop", optim_mod.OptimizerEntry(rmsprop))
     cfg = compose_train(["optim.name=rmsprop"])
     validate(cfg)
     assert isinstance(build_optimizer(_tiny(), cfg.optim), torch.optim.RMSprop)
@@ -133,7 +135,9 @@ def test_a_new_schedule_is_one_table_entry(monkeypatch) -> None:
     def linear(cfg, plan, warmup):
         return lambda j: 1 - j / (plan.total - warmup)
 
-    monkeypatch.setitem(SCHEDULERS, "linear", optim_mod._with_warmup(linear))
+    monkeypatch.setitem(
+        SCHEDULERS, "linear", optim_mod.ScheduleEntry(optim_mod._with_warmup(linear))
+    )
     cfg = compose_train(["sched.name=linear"])
     validate(cfg)
     opt = build_optimizer(_tiny(), cfg.optim)
@@ -142,6 +146,81 @@ def test_a_new_schedule_is_one_table_entry(monkeypatch) -> None:
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * 0.5)
+
+
+def test_a_new_optimizers_fields_reach_the_hparams_table_with_no_other_edit(monkeypatch) -> None:
+    """The entry declares the fields it reads; the hparams table (engine/hparams.py, unedited)
+    reports them for that optimizer and leaves them out for the others."""
+    from resnets.engine.hparams import result_hparams
+
+    def rmsprop(groups, cfg):
+        return torch.optim.RMSprop(groups, lr=cfg["lr"], alpha=cfg["alpha"], eps=cfg["eps"])
+
+    entry = optim_mod.OptimizerEntry(rmsprop, reads=("alpha", "eps"))
+    monkeypatch.setitem(OPTIMIZERS, "rmsprop", entry)
+
+    def with_alpha(name: str):
+        # the new optimizer's own field (a schema field in a real entry)
+        cfg = OmegaConf.create(OmegaConf.to_container(compose_train([f"optim.name={name}"])))
+        cfg.optim.alpha = 0.95
+        return cfg
+
+    table = result_hparams(with_alpha("rmsprop"))
+    assert table["optim.alpha"] == 0.95 and table["optim.eps"] == 1e-8
+    assert not {"optim.momentum", "optim.nesterov", "optim.betas", "optim.trust_coeff"} & set(table)
+    assert isinstance(build_optimizer(_tiny(), with_alpha("rmsprop").optim), torch.optim.RMSprop)
+    sgd = result_hparams(with_alpha("sgd"))
+    assert "optim.alpha" not in sgd and "optim.eps" not in sgd and sgd["optim.momentum"] == 0.9
+
+
+def test_a_schedule_without_warm_up_is_one_rule_in_its_entry(monkeypatch) -> None:
+    """`unread` in a schedule's entry is the whole rule: validation refuses the field with the
+    entry's reason, and the hparams table leaves the warm-up fields out."""
+    from resnets.engine.hparams import result_hparams
+
+    why = "it jumps straight to the peak"
+    entry = optim_mod.ScheduleEntry(
+        optim_mod.SCHEDULERS["constant"].curve, unread={"warmup_epochs": why}
+    )
+    monkeypatch.setitem(SCHEDULERS, "flat", entry)
+    assert not entry.warms_up and SCHEDULERS["cosine"].warms_up
+    with pytest.raises(ConfigError) as info:
+        validate(compose_train(["sched.name=flat", "sched.warmup_epochs=1", "trainer.epochs=5"]))
+    assert str(info.value) == (
+        f"sched.warmup_epochs=1.0 is not read by sched=flat ({why}); accepted with flat: 0, "
+        "or another schedule"
+    )
+    cfg = compose_train(["sched.name=flat"])
+    validate(cfg)
+    assert not {k for k in result_hparams(cfg) if k.startswith("sched.warmup")}
+    warm = compose_train(["sched.name=constant", "sched.warmup_epochs=1", "trainer.epochs=5"])
+    assert {"sched.warmup_epochs", "sched.warmup_method"} <= set(result_hparams(warm))
+
+
+class RecordingConfig(dict):
+    """An optim config that remembers which fields a factory read."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_each_optimizer_reads_exactly_the_fields_its_entry_declares(name: str) -> None:
+    """What hparams reports per optimizer comes from `reads`: it must be what the factory reads
+    (besides lr, which every optimizer reads)."""
+    cfg = RecordingConfig(OmegaConf.to_container(compose_train([f"optim.name={name}"]).optim))
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(2))]}]
+    OPTIMIZERS[name](groups, cfg)
+    assert cfg.read - {"lr"} == set(OPTIMIZERS[name].reads)
 
 
 def test_a_new_precision_is_one_table_entry(monkeypatch) -> None:

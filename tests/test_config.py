@@ -7,10 +7,11 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from resnets.config import ConfigError, validate
+from resnets.config import ConfigError
 from resnets.data import build_data
 from resnets.models import build_model_from_config
 from resnets.optim import build_optimizer, build_scheduler
+from resnets.validation import validate
 
 from .helpers import REPO, compose_train, model_params, run_train_cli
 

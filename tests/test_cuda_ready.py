@@ -274,24 +274,70 @@ def test_cuda_graphs_with_gradient_accumulation_are_refused_on_cuda(mode) -> Non
         assert check_runtime(ok.trainer, ok.data, model=ok.model, cuda_available=True) == "cuda"
 
 
+DETERMINISTIC_REFUSAL = (
+    r"^trainer\.deterministic=true cannot train model=attention56_cifar on CUDA: its "
+    r"bilinear upsampling has no deterministic CUDA backward; accepted: "
+    r"trainer\.deterministic=false .* or trainer\.device=cpu$"
+)
+
+
 def test_deterministic_attention_network_on_cuda_is_refused_with_the_choice() -> None:
     from resnets.config import ConfigError
+    from resnets.models.presets import upsamples
     from resnets.runtime import check_runtime
 
     cfg = compose_train(["model=attention56_cifar", "trainer.deterministic=true"])
-    with pytest.raises(
-        ConfigError,
-        match=r"^trainer\.deterministic=true cannot train model=attention56_cifar on CUDA: its "
-        r"bilinear upsampling has no deterministic CUDA backward; accepted: "
-        r"trainer\.deterministic=false .* or trainer\.device=cpu$",
-    ):
-        check_runtime(cfg.trainer, cfg.data, model=cfg.model, cuda_available=True)
+    attention = upsamples(cfg.model.name)
+    with pytest.raises(ConfigError, match=DETERMINISTIC_REFUSAL):
+        check_runtime(
+            cfg.trainer, cfg.data, model=cfg.model, upsamples=attention, cuda_available=True
+        )
     # the CPU's bilinear backward is deterministic; ResNets on CUDA have no upsampling
-    assert check_runtime(cfg.trainer, cfg.data, model=cfg.model, cuda_available=False) == "cpu"
+    assert (
+        check_runtime(
+            cfg.trainer, cfg.data, model=cfg.model, upsamples=attention, cuda_available=False
+        )
+        == "cpu"
+    )
     plain = compose_train(["model=resnet56", "trainer.deterministic=true"])
+    assert not upsamples(plain.model.name)
     assert (
         check_runtime(plain.trainer, plain.data, model=plain.model, cuda_available=True) == "cuda"
     )
+
+
+def test_the_networks_said_to_upsample_are_the_ones_that_interpolate() -> None:
+    """The fact the runtime is given (models.presets.upsamples) matches the built networks:
+    exactly those that call a bilinear interpolation in their forward pass."""
+    from resnets.models import build_model, list_models
+    from resnets.models.presets import upsamples
+
+    small = [n for n in list_models() if n.endswith("_cifar") or n in ("resnet20", "resnet56")]
+    seen = {}
+    for name in small:
+        model = build_model(name, num_classes=10, image_size=32).eval()
+        with (
+            mock.patch(
+                "torch.nn.functional.interpolate", wraps=torch.nn.functional.interpolate
+            ) as spy,
+            torch.no_grad(),
+        ):
+            model(torch.randn(1, 3, 32, 32))
+        seen[name] = any(c.kwargs.get("mode") == "bilinear" for c in spy.call_args_list)
+    assert seen == {name: upsamples(name) for name in small}
+    assert {n for n in small if seen[n]} == {"attention56_cifar", "attention92_cifar"}
+
+
+def test_the_trainer_asks_for_the_refusal_before_any_work(tmp_path, monkeypatch) -> None:
+    """Trainer passes the network's upsampling to the runtime check: on a CUDA machine (the
+    check's view patched) an attention network under deterministic=true stops at set-up."""
+    from resnets.config import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = compose_train(["model=attention56_cifar", "trainer.deterministic=true"])
+    with pytest.raises(ConfigError, match=DETERMINISTIC_REFUSAL):
+        Trainer(cfg, tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.gpu

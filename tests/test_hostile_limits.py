@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from resnets.config import ConfigError, validate
+from resnets.config import ConfigError
 from resnets.engine.trainer import train
 from resnets.limits import ELEMENT_RANGES, RANGES, in_range, limit_violation
 from resnets.optim import SCHEDULERS, build_scheduler
+from resnets.validation import validate
 
 from .helpers import REPO, TINY, compose_train, run_script_inprocess
 

@@ -11,9 +11,10 @@ import re
 import pytest
 import torch
 
-from resnets.config import ConfigError, validate
+from resnets.config import ConfigError
 from resnets.data import DataError, build_data
 from resnets.models import ModelError, build_model
+from resnets.validation import validate
 
 from .helpers import TINY, compose_train, run_script_inprocess
 

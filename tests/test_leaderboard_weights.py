@@ -308,7 +308,7 @@ def test_every_recipe_says_which_weights_and_data_its_figure_is_for() -> None:
 
 
 def test_expected_weights_are_validated() -> None:
-    from resnets.config import validate
+    from resnets.validation import validate
 
     cfg = compose_train(["expected.top1=50", "expected.weights=best"])
     with pytest.raises(

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torchvision.transforms import v2
 
-from resnets.config import ConfigError, TrainerConfig, validate
+from resnets.config import ConfigError, TrainerConfig
 from resnets.engine.losses import BinaryCrossEntropy, build_criterion
+from resnets.validation import validate
 
 from .helpers import compose_train
 

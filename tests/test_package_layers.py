@@ -140,14 +140,24 @@ def test_the_package_has_no_import_cycle() -> None:
     """Imports inside functions count: they only hide a cycle until someone moves them up."""
     graph = import_graph()
     assert "resnets.engine.loop" in graph["resnets.engine.trainer"]  # `from . import loop`
-    assert "resnets.models.registry" in graph["resnets.models.pretrained"]  # inside a function
-    assert cycles(graph) == KNOWN_CYCLES
+    assert "resnets.models.timm_hub" in graph["resnets.models.pretrained"]  # inside a function
+    assert cycles(graph) == []
 
 
-# Left to break (issue 22): config.choices() imports the factory tables that import config's
-# ConfigError/DataConfig, and models.pretrained names the registry's networks in its messages.
-# Both files are being edited on other branches; this list may only shrink.
-KNOWN_CYCLES = [
-    ["resnets.models.pretrained", "resnets.models.registry"],
-    ["resnets.config", "resnets.data", "resnets.data.factory", "resnets.optim", "resnets.runtime"],
-]
+def test_the_named_networks_are_plain_data_the_others_read() -> None:
+    """models.presets imports nothing of the package: the registry and the pretrained loader
+    both read it, and the runtime checks are told the network's facts instead of importing it."""
+    graph = import_graph()
+    assert graph["resnets.models.presets"] == set()
+    assert "resnets.models.presets" in graph["resnets.models.pretrained"]
+    assert "resnets.models.registry" not in graph["resnets.models.pretrained"]
+    assert not any(m.startswith("resnets.models") for m in graph["resnets.runtime"])
+
+
+def test_the_schema_is_a_leaf_the_factories_import() -> None:
+    """resnets.config imports no factory (they import its ConfigError and defaults); the
+    validation that reads the factories' tables sits above them."""
+    graph = import_graph()
+    assert graph["resnets.config"] <= {"resnets.renamed", "resnets.run_record"}
+    assert {"resnets.optim", "resnets.runtime", "resnets.data"} <= graph["resnets.validation"]
+    assert "resnets.config" in graph["resnets.optim"]

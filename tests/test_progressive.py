@@ -11,11 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resnets.config import validate
 from resnets.data import DataError, progressive
 from resnets.engine import loop as trainer_module  # the loop forwards each micro-batch
 from resnets.engine.checkpoint import load_checkpoint
 from resnets.engine.trainer import train
+from resnets.validation import validate
 
 from .helpers import compose_train
 from .test_training_correctness import FAST

@@ -10,11 +10,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from resnets.config import ConfigError, validate
+from resnets.config import ConfigError
 from resnets.engine.checkpoint import load_checkpoint, save_checkpoint
 from resnets.engine.trainer import train
 from resnets.models import ModelError, build_model
 from resnets.renamed import RENAMED_MODEL_FIELDS, upgrade_stored_config
+from resnets.validation import validate
 
 from .helpers import TINY, compose_train, read_metrics, run_script_inprocess
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -152,27 +151,3 @@ def test_tensorboard_hparams_hold_only_what_changes_results(tmp_path) -> None:
         compose_train([*FAKE, "trainer.ema_decay=0.99", "model.pretrained=weights.pt"])
     )
     assert used["trainer.ema_every"] == 1 and used["model.pretrained_ema"] is False
-
-
-class CountingIterable:
-    def __init__(self, n: int) -> None:
-        self.n, self.iterations = n, 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        self.iterations += 1
-        return iter(range(self.n))
-
-
-@pytest.mark.parametrize("tty", [False, True])
-def test_progress_bar_iterates_its_loader_once(monkeypatch, tty) -> None:
-    """tqdm.auto's class calls iter() in its constructor and again in the loop: a second pass
-    over a DataLoader with persistent workers restarted a resumed epoch from its beginning."""
-    from resnets.engine.logging import progress
-
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
-    loader = CountingIterable(5)
-    assert list(progress(loader, enabled=True, total=5)) == [0, 1, 2, 3, 4]
-    assert loader.iterations == 1

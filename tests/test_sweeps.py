@@ -194,7 +194,8 @@ def test_expected_versus_achieved(tmp_path, achieved, verdict) -> None:
 
 
 def test_expected_values_are_validated() -> None:
-    from resnets.config import ConfigError, validate
+    from resnets.config import ConfigError
+    from resnets.validation import validate
 
     for override, fragment in (
         ("expected.top1=120", "expected.top1=120.0 is not valid"),

@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
+from ..config import AugmentConfig, DataConfig
 from ..messages import first_line
 from . import transforms as T
 from .bad_images import BadImageLoader, SkipUnreadable, collate_skipping, read_rgb
@@ -196,8 +197,6 @@ def with_schema_defaults(cfg: Mapping[str, Any]) -> DictConfig:
     """`cfg` over the schema's defaults: a field it lacks (a plain mapping, or the stored config
     of a checkpoint older than the field) gets the one default there is, DataConfig's. Keys the
     schema does not know are kept, and values are not retyped, as before."""
-    from ..config import DataConfig  # here, not above: config.py may come to import data tables
-
     defaults = OmegaConf.to_container(OmegaConf.structured(DataConfig))
     del defaults["name"]  # required: no default
     return OmegaConf.merge(OmegaConf.create(defaults), cfg)
@@ -333,8 +332,6 @@ def _in_memory_bundle(
 
 def _refuse_folder_fields(cfg) -> None:
     """Image-file geometry that an in-memory dataset (stored at its size) would not read."""
-    from ..config import AugmentConfig  # as in with_schema_defaults: the one default
-
     default_scale = list(AugmentConfig().random_resized_crop_scale)
     for key, value, unset in (
         ("val_resize", cfg["val_resize"], None),

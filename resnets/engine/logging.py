@@ -1,16 +1,15 @@
-"""What a run reports: the plain train.log, TensorBoard events and progress bars (rank 0 only)."""
+"""What a run reports: the plain train.log and TensorBoard events (rank 0 only); the progress
+bar and lines are the Progress callback (engine/progress.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm  # not tqdm.auto: its asyncio class iterates the loader twice
 
 log = logging.getLogger("resnets")
 
@@ -97,10 +96,3 @@ class TensorBoard:
     def close(self) -> None:
         if self.writer:
             self.writer.close()
-
-
-def progress(iterable: Iterable, *, enabled: bool, **kwargs: Any) -> tqdm:
-    """A tqdm bar, shown only on a terminal so logs of batch jobs stay clean."""
-    return tqdm(
-        iterable, disable=not (enabled and sys.stdout.isatty()), dynamic_ncols=True, **kwargs
-    )

@@ -20,8 +20,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import ConfigError, validate
+from ..config import ConfigError
+from ..models.presets import upsamples
 from ..runtime import apply_device_defaults, check_runtime
+from ..validation import validate
 from . import distributed as D
 from . import guards as G
 from . import loop
@@ -67,9 +69,10 @@ class Trainer:
         self, cfg: DictConfig, output_dir: str | os.PathLike, overrides: Sequence[str] = ()
     ) -> None:
         validate(cfg)
-        self.device_defaults = apply_device_defaults(
-            cfg.trainer, check_runtime(cfg.trainer, cfg.data, model=cfg.model)
+        device = check_runtime(
+            cfg.trainer, cfg.data, model=cfg.model, upsamples=upsamples(cfg.model.name)
         )
+        self.device_defaults = apply_device_defaults(cfg.trainer, device)
         self.cfg = cfg
         self.overrides = list(overrides)
         self.events = build_callbacks(cfg)

@@ -23,6 +23,7 @@ from ..checkpoint_io import CheckpointError, checked_checkpoint, is_checkpoint, 
 from ..messages import described
 from .errors import ModelError
 from .fit import load_state_strictly
+from .presets import list_models
 
 log = logging.getLogger(__name__)
 HEAD = "fc"  # the classifier's module name in every network of the registry
@@ -69,8 +70,6 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 def torchvision_networks() -> list[str]:
     """Our networks that torchvision publishes weights for."""
     import torchvision
-
-    from .registry import list_models
 
     theirs = set(torchvision.models.list_models(module=torchvision.models))
     return [n for n in list_models() if n in theirs]
@@ -144,8 +143,6 @@ def _timm():
 
 def timm_networks() -> list[str]:
     """Our networks that timm publishes weights for (timm's own table, no network needed)."""
-    from .registry import list_models
-
     timm = _timm()
     return [n for n in list_models() if timm.list_pretrained(f"{n}.*")]
 
