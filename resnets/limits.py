@@ -25,10 +25,10 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "model.groups": (1, 1024, True, True),
     "model.width_per_group": (1, 4096, True, True),
     "model.widen_factor": (0, 64, False, True),
-    "model.stem_width": (1, 4096, True, True),
+    "model.base_channels": (1, 4096, True, True),
     "model.drop_path_rate": (0, 1, True, False),
     "model.drop_rate": (0, 1, True, False),
-    "model.block_drop_rate": (0, 1, True, False),
+    "model.inner_dropout": (0, 1, True, False),
     "model.in_chans": (1, 64, True, True),
     "model.radix": (1, 64, True, True),
     # data

@@ -153,19 +153,19 @@ RECIPE_SMOKE = [
     "data.fake_size=32",
     "data.num_classes=4",
     "data.image_size=16",
-    "data.val_resize=18",
-    "data.val_crop=16",
+    # in-memory data is scored at its stored size: the recipes' ImageNet resize/crop unset
+    "data.val_resize=null",
+    "data.val_crop=null",
     "data.loader=torchvision",
     "model.layers=[1,1,1,1]",
     "model.block=bottleneck",
-    "model.stem_width=8",
+    "model.base_channels=8",
     "trainer=cpu",
     "trainer.epochs=1",
     "trainer.global_batch_size=8",
     "trainer.eval_batch_size=32",
     "trainer.workers=0",
     "trainer.progress=false",
-    "sched.warmup_epochs=0.5",
 ]
 
 
