@@ -334,7 +334,9 @@ def test_reports_score_the_weights_that_chose_best_by_default(ema_run, tmp_path,
         ],
     )
     printed = capsys.readouterr().out
-    assert code == 0 and printed.startswith("weights: EMA weights (use_ema=auto")
+    # the report after export's phase lines names the weights first
+    report = [line for line in printed.splitlines() if not line.startswith("[")]
+    assert code == 0 and report[0].startswith("weights: EMA weights (use_ema=auto"), printed
     manifest = json.loads((tmp_path / "exp" / "model.json").read_text())
     assert manifest["source"]["use_ema"] is True
 
