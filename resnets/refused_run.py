@@ -19,10 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .engine.run_lock import HEARTBEAT_NAME, LOCK_NAME
-
-# besides the job's *.log files: Hydra's record and the run lock this attempt took
-HYDRA_ONLY = {".hydra", LOCK_NAME, HEARTBEAT_NAME}
+HYDRA_ONLY = {".hydra"}  # besides the job's *.log files (and the run lock train.py took)
 # run directory -> the outermost folder Hydra will create for it (outputs/<name>/ on a first run)
 _created_by_this_attempt: dict[Path, Path] = {}
 
@@ -47,7 +44,11 @@ def discard_fresh_run_dir(output_dir: str | Path) -> bool:
     run_dir = Path(output_dir).resolve()
     if run_dir not in _created_by_this_attempt or not run_dir.is_dir():
         return False
-    if any(p.name not in HYDRA_ONLY and p.suffix != ".log" for p in run_dir.iterdir()):
+    # here, not at the top: predict.py's ONNX path runs without resnets.engine importable
+    from .engine.run_lock import HEARTBEAT_NAME, LOCK_NAME
+
+    ours = HYDRA_ONLY | {LOCK_NAME, HEARTBEAT_NAME}
+    if any(p.name not in ours and p.suffix != ".log" for p in run_dir.iterdir()):
         return False
     for handler in logging.getLogger().handlers[:]:
         # the job's log file lives in the directory: close it first
