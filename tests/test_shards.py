@@ -61,7 +61,7 @@ def test_shards_give_the_folders_batches_from_any_start(tmp_path) -> None:
     same pixels, and a resumed start reads its samples directly."""
     src, dst = make(tmp_path)
 
-    def passes(root, name, start=None):
+    def passes(root, name, start=0):
         cfg = OmegaConf.create(dict(name=name, root=str(root), image_size=16))
         bundle = build_data(cfg, batch_size=4, seed=4, num_workers=0)
         bundle.train.set_epoch(1, start_sample=start)
