@@ -104,6 +104,14 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{dotted}={value!r} is not valid; accepted: {', '.join(accepted)}")
     check_installed(cfg.optim.name)
     check_progressive(cfg.data)
+    _validate_signs(cfg)
+    _validate_ranges(cfg)
+    _validate_expected(cfg.get("expected"))
+    _validate_trainer(cfg)
+
+
+def _validate_signs(cfg: DictConfig) -> None:
+    """The fields of each class (positive, probability, non-negative, positive or null)."""
     for dotted in POSITIVE:
         value = _get(cfg, dotted)
         if value <= 0:
@@ -122,22 +130,27 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"{dotted}={value!r} is not valid; accepted: null or a positive integer"
             )
-    _validate_ranges(cfg)
-    expected = cfg.get("expected")
-    if expected is not None and expected.top1 is not None:
-        if not 0.0 <= expected.top1 <= 100.0:
-            raise ConfigError(
-                f"expected.top1={expected.top1!r} is not valid; accepted: a percentage in [0, 100]"
-            )
-        if expected.weights not in ("raw", "ema"):
-            raise ConfigError(
-                f"expected.weights={expected.weights!r} is not valid; accepted: raw, ema"
-            )
-        if expected.tolerance < 0:
-            raise ConfigError(
-                f"expected.tolerance={expected.tolerance!r} is not valid; "
-                "accepted: a non-negative number of percentage points"
-            )
+
+
+def _validate_expected(expected: DictConfig | None) -> None:
+    """A recipe's published figure: a percentage, of raw or EMA weights, with a tolerance."""
+    if expected is None or expected.top1 is None:
+        return
+    if not 0.0 <= expected.top1 <= 100.0:
+        raise ConfigError(
+            f"expected.top1={expected.top1!r} is not valid; accepted: a percentage in [0, 100]"
+        )
+    if expected.weights not in ("raw", "ema"):
+        raise ConfigError(f"expected.weights={expected.weights!r} is not valid; accepted: raw, ema")
+    if expected.tolerance < 0:
+        raise ConfigError(
+            f"expected.tolerance={expected.tolerance!r} is not valid; "
+            "accepted: a non-negative number of percentage points"
+        )
+
+
+def _validate_trainer(cfg: DictConfig) -> None:
+    """Trainer fields whose accepted values depend on another field or are null-or-bounded."""
     t = cfg.trainer
     if t.max_steps is not None and t.max_steps <= 0:
         raise ConfigError(
